@@ -1,0 +1,32 @@
+"""Load mmengine runner checkpoints with torch's safe (``weights_only``) unpickler.
+
+torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7
+does not pass ``weights_only``, so ``tools/test.py`` and ``--resume`` fail on
+runner checkpoints: they contain a few non-tensor objects (mmengine's
+``HistoryBuffer`` in the message hub, numpy arrays and scalars).
+
+Trust model: rather than turning the restricted unpickler off (which would let
+a checkpoint from someone else run code), the plugin adds exactly those data
+classes to torch's allowlist. Checkpoints keep loading through the restricted
+unpickler; a checkpoint that needs anything else still fails with torch's
+error naming the global, and should only be loaded with
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` if it comes from a trusted source.
+"""
+import numpy as np
+import torch
+
+
+def checkpoint_safe_globals() -> list:
+    """The globals that mmengine runner checkpoints need besides tensors."""
+    from mmengine.logging import HistoryBuffer
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    dtypes = [type(np.dtype(t)) for t in
+              ('float64', 'float32', 'float16', 'int64', 'int32', 'int16', 'int8',
+               'uint8', 'bool')]
+    return [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct,
+            multiarray.scalar, *dtypes]
+
+
+def register_checkpoint_safe_globals() -> None:
+    """Allowlist :func:`checkpoint_safe_globals` in ``torch.serialization``."""
+    torch.serialization.add_safe_globals(checkpoint_safe_globals())

@@ -1,0 +1,82 @@
+"""Build models from OpenMMLab configs, for the plugin's tools."""
+from typing import Optional, Tuple, Union
+
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from torch import nn
+
+
+def load_config(config: Union[str, Config]) -> Config:
+    """Load ``config`` (a path or a Config) and import its ``custom_imports``."""
+    cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    return cfg
+
+
+def codebase(cfg: Config) -> str:
+    """``'mmpretrain'`` or ``'mmseg'``, from the config's ``default_scope``."""
+    scope = cfg.get('default_scope')
+    if scope not in ('mmpretrain', 'mmseg'):
+        raise ValueError(f'config default_scope is {scope!r}; expected an mmpretrain '
+                         "or mmseg config (default_scope='mmpretrain' or 'mmseg')")
+    return scope
+
+
+def build_model(cfg: Union[str, Config], spec: Optional[str] = None,
+                checkpoint: Optional[str] = None, device: str = 'cpu') -> nn.Module:
+    """Build the config's model, optionally with another spec and a checkpoint.
+
+    Args:
+        cfg: Config or its path.
+        spec: A spec file that replaces ``model.block_relu_cfg.spec``.
+        checkpoint: Weights to load (non-strict for auxiliary heads is not
+            needed: keys are the same for plain and converted models).
+        device: Where to put the model.
+    """
+    cfg = load_config(cfg)
+    init_default_scope(codebase(cfg))
+    from mmengine.registry import MODELS
+    model_cfg = cfg.model.copy()
+    if spec is not None:
+        if 'block_relu_cfg' not in model_cfg:
+            model_cfg['type'] = _block_relu_type(cfg)
+        brc = dict(model_cfg.get('block_relu_cfg') or {})
+        brc['spec'] = spec
+        model_cfg['block_relu_cfg'] = brc
+    model = MODELS.build(model_cfg)
+    if checkpoint is not None:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.to(device)
+
+
+def _block_relu_type(cfg: Config) -> str:
+    return {'mmpretrain': 'BlockReLUImageClassifier',
+            'mmseg': 'BlockReLUEncoderDecoder'}[codebase(cfg)]
+
+
+def default_input_size(cfg: Config) -> Tuple[int, int]:
+    """The inference input size the config implies (used when no --shape is given).
+
+    Order: a top-level ``input_size``, mmseg's ``crop_size``, a crop/resize in
+    the test pipeline, CIFAR datasets (32), else 224.
+    """
+    if cfg.get('input_size'):
+        return _pair(cfg.input_size)
+    if cfg.get('crop_size'):
+        return _pair(cfg.crop_size)
+    loader = cfg.get('test_dataloader') or {}
+    dataset = loader.get('dataset', {}) if isinstance(loader, dict) else {}
+    for step in dataset.get('pipeline', []) or []:
+        for key in ('crop_size', 'scale'):
+            if step.get(key) is not None and step.get('type') in (
+                    'CenterCrop', 'RandomCrop', 'RandomResizedCrop', 'Resize', 'ResizeEdge'):
+                return _pair(step[key])
+    if 'cifar' in str(dataset.get('type', '')).lower():
+        return 32, 32
+    return 224, 224
+
+
+def _pair(v) -> Tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    return int(v[0]), int(v[1])

@@ -1,0 +1,40 @@
+import os
+
+import pytest
+import torch
+
+import block_relu_plugin  # noqa: F401  (registers the plugin)
+
+TEST_DIR = os.path.dirname(__file__)
+CONFIG_DIR = os.path.join(TEST_DIR, 'data', 'configs')
+
+# name -> (test config, input size used in tests, block_relu_cfg edits)
+NETWORKS = {
+    'resnet18_cifar': ('resnet18_cifar.py', 32, {}),
+    'resnet50': ('resnet50.py', 64, {}),
+    'deeplabv3_r50': ('deeplabv3_r50.py', 64, {}),
+    'deeplabv3_mnv2': ('deeplabv3_mnv2.py', 64, {'relu6_to_relu': True}),
+}
+
+
+def network_config(name):
+    return os.path.join(CONFIG_DIR, NETWORKS[name][0])
+
+
+def build_network(name, seed=0):
+    """Build a target network from its test config (plain upstream model type)."""
+    from block_relu_plugin.utils.config import build_model, load_config
+    cfg = load_config(network_config(name))
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    model.init_weights()
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_torch():
+    # Two cores are shared with the party processes of the MPC tests.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,44 @@
+"""Write the all-ReLU spec (identity conversion) or a uniform spec for a config's model.
+
+Examples:
+    python tools/make_spec.py CONFIG --out all_relu.json
+    python tools/make_spec.py CONFIG --uniform 2 2 --out uniform_2x2.json
+"""
+import argparse
+
+from block_relu_plugin.conversion import find_relu_sites
+from block_relu_plugin.spec import BlockReLUSpec
+from block_relu_plugin.utils.config import build_model, default_input_size, load_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('--out', required=True, help='spec file to write')
+    parser.add_argument('--uniform', type=int, nargs=2, metavar=('BH', 'BW'),
+                        help='one patch size for every channel (default: 1 1, all ReLU)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size recorded in the spec (default: from the config)')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config)
+    shape = tuple(args.shape) if args.shape else default_input_size(cfg)
+    # The plain architecture: a spec describes sites, not a previous spec.
+    model_cfg = cfg.model
+    brc = dict(model_cfg.get('block_relu_cfg') or {})
+    brc.pop('spec', None)
+    if 'block_relu_cfg' in model_cfg:
+        model_cfg.block_relu_cfg = brc
+    sites = find_relu_sites(build_model(cfg), shape)
+    block = tuple(args.uniform) if args.uniform else (1, 1)
+    spec = BlockReLUSpec.uniform(sites, block, config=args.config, input_size=list(shape))
+    spec.save(args.out)
+    print(f'wrote {args.out}: {len(sites)} sites, {spec.metadata["drelus"]:,} DReLUs '
+          f'of {spec.metadata["relus"]:,} ReLUs')
+
+
+if __name__ == '__main__':
+    main()
