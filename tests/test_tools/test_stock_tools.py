@@ -23,9 +23,9 @@ model = dict(type='BlockReLUImageClassifier', block_relu_cfg=dict(spec={spec!r})
 data_preprocessor = dict(num_classes=2, mean=[128.0] * 3, std=[64.0] * 3, to_rgb=False)
 pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 dataset = dict(type='CustomDataset', data_root={root!r}, pipeline=pipeline)
-train_dataloader = dict(batch_size=4, num_workers=0, dataset=dataset,
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dataset,
                         sampler=dict(type='DefaultSampler', shuffle=True))
-val_dataloader = dict(batch_size=4, num_workers=0, dataset=dataset,
+val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dataset,
                       sampler=dict(type='DefaultSampler', shuffle=False))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
@@ -54,9 +54,9 @@ pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
 dataset = dict(type='BaseSegDataset', data_root={root!r}, img_suffix='.png',
                seg_map_suffix='.png', metainfo=dict(classes=('bg', 'a', 'b')),
                data_prefix=dict(img_path='img', seg_map_path='ann'), pipeline=pipeline)
-train_dataloader = dict(batch_size=2, num_workers=0, dataset=dataset,
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dataset,
                         sampler=dict(type='InfiniteSampler', shuffle=True))
-val_dataloader = dict(batch_size=1, num_workers=0, dataset=dataset,
+val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dataset=dataset,
                       sampler=dict(type='DefaultSampler', shuffle=False))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
