@@ -5,6 +5,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import nn
 
+from ..conversion.split import split_reused_relus
+
 
 def load_config(config: Union[str, Config]) -> Config:
     """Load ``config`` (a path or a Config) and import its ``custom_imports``."""
@@ -23,7 +25,7 @@ def codebase(cfg: Config) -> str:
 
 def build_model(cfg: Union[str, Config], spec: Optional[str] = None,
                 checkpoint: Optional[str] = None, device: str = 'cpu') -> nn.Module:
-    """Build the config's model, optionally with another spec and a checkpoint.
+    """Build the config's model (reused ReLUs split), optionally with another spec and a checkpoint.
 
     Args:
         cfg: Config or its path.
@@ -42,7 +44,8 @@ def build_model(cfg: Union[str, Config], spec: Optional[str] = None,
         brc = dict(model_cfg.get('block_relu_cfg') or {})
         brc['spec'] = spec
         model_cfg['block_relu_cfg'] = brc
-    model = MODELS.build(model_cfg)
+    # Split reused ReLUs so site names are the same as for converted models.
+    model = split_reused_relus(MODELS.build(model_cfg))
     if checkpoint is not None:
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, checkpoint, map_location='cpu')
