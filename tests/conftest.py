@@ -22,11 +22,13 @@ def network_config(name):
 
 
 def build_network(name, seed=0):
-    """Build a target network from its test config (plain upstream model type)."""
-    from block_relu_plugin.utils.config import build_model, load_config
-    cfg = load_config(network_config(name))
+    """Build a target network from its test config: the plain upstream model, unsplit."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(network_config(name))
+    init_default_scope(cfg.default_scope)
     torch.manual_seed(seed)
-    model = build_model(cfg)
+    model = MODELS.build(cfg.model)
     model.init_weights()
     return model
 
