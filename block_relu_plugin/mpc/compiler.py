@@ -1,0 +1,812 @@
+"""Compile a (Block-ReLU converted) OpenMMLab model into a 3-party secure program.
+
+The compiler keeps the network's own ``forward``: it deep-copies the model,
+folds every BatchNorm into the convolution that produces its input, and
+replaces the leaf modules by *secure modules* that call the protocols of
+:mod:`.protocols` on share tensors. Residual adds, concatenations, views and
+indexing in the upstream forwards are plain torch ops, which are local on
+additive shares (int64 at client and server online, ``device='meta'`` tensors
+for the helper and in the offline pass). A guard (a torch function mode)
+refuses every other tensor operation the upstream forwards might apply to
+shares, and replaces the bilinear resize of a 1x1 map (mmseg ``ASPPHead``'s
+image-pool branch) by exact replication.
+
+Leaf modules and what they become:
+
+==============================================  ==========================================
+``nn.Conv2d`` (+ a following BatchNorm)          :func:`.protocols.conv2d` (BN folded; any
+                                                 stride, padding, dilation, groups)
+``nn.Linear``                                    :func:`.protocols.linear`
+``nn.ReLU``                                      :func:`.protocols.relu` (``relu_bits``)
+:class:`~block_relu_plugin.layers.BlockReLU`     :func:`.protocols.block_relu` (``bits``)
+``nn.MaxPool2d``                                 :func:`.protocols.max_pool2d` (``pool_bits``)
+``nn.AvgPool2d``                                 :func:`.protocols.avg_pool2d` (local)
+``nn.AdaptiveAvgPool2d(1)``                      :func:`.protocols.global_avg_pool` (local)
+Dropout, ``nn.Identity``, ``DropPath``           identity (inference)
+==============================================  ==========================================
+
+Anything else that the inference forward calls (ReLU6, GELU, LayerNorm, a BN
+not preceded by a convolution, a resize of a map larger than 1x1, ...) is
+refused at compile time with :class:`UnsupportedLayerError`, naming the
+module path and type.
+
+Weights are public in shape only: the server compiles with the checkpoint
+(``with_weights=True``: BN folded in float64, quantised to int64 fixed
+point), client and helper compile the same config without weights, or get
+``program.public()``. The architecture and spec are public, so all three
+programs make the same protocol calls in the same order.
+
+Example:
+    >>> program = compile_model(model, bits=16)
+    >>> with sess.offline():
+    ...     program(sess, (1, 3, 32, 32))
+    >>> with sess.online():
+    ...     logits = program(sess, image)   # float logits at the client, else None
+"""
+import contextlib
+import contextvars
+import copy
+import io
+import pickle
+import uuid
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.overrides import TorchFunctionMode
+
+from ..conversion.sites import run_tensor_forward
+from ..conversion.split import split_reused_relus
+from ..layers.block_relu import BlockReLU, check_block_sizes
+from . import cost as _cost
+from . import protocols as P
+from .ring import FRAC_BITS, conv_out_shape, decode, encode
+
+__all__ = ['UnsupportedLayerError', 'SecureProgram', 'compile_model', 'default_shift',
+           'load_program', 'dump_program']
+
+
+class UnsupportedLayerError(ValueError):
+    """The network uses an operation the secure runtime cannot run."""
+
+
+def default_shift(bits: int, frac_bits: int = FRAC_BITS) -> int:
+    """Pre-shift of approximate DReLUs giving the authors' range and precision.
+
+    The authors compared 16 of 64 bits after dropping 5 LSBs at 16 fractional
+    bits: signs are exact for values in (-16, 16) real units, resolved to
+    2^-11. ``shift = 5 + frac_bits - bits`` (at least 0) keeps that range for
+    any ``frac_bits``: at f = 12 and b = 16 it is 1; from b = 17 on it is 0
+    (a wider range, full precision).
+    """
+    return 0 if bits >= 64 else max(0, 5 + frac_bits - bits)
+
+
+# ----------------------------------------------------------------- runtimes
+_RUNTIME: contextvars.ContextVar = contextvars.ContextVar('block_relu_mpc_runtime',
+                                                         default=None)
+
+
+class Runtime:
+    """What a secure module calls: the protocols (a session) or a cost walker.
+
+    Subclasses implement :meth:`call`; the program sets the active runtime
+    while it runs the model's forward.
+    """
+
+    def call(self, module: 'SecureModule', x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class SessionRuntime(Runtime):
+    """Run the secure modules' protocols in a session, labelling the meter per layer."""
+
+    def __init__(self, sess):
+        self.sess = sess
+
+    def call(self, module, x):
+        if module.free:
+            return module.mpc(self.sess, x)
+        with self.sess.label(module.label):
+            return module.mpc(self.sess, x)
+
+
+# ----------------------------------------------------------------- secure modules
+def _numel(shape) -> int:
+    return int(np.prod(tuple(shape), dtype=np.int64))
+
+
+class SecureModule(nn.Module):
+    """A leaf of a compiled program; ``forward`` defers to the active runtime.
+
+    Subclasses implement ``mpc(sess, x)`` (the protocol call) and
+    ``cost(protocol, x, first_use) -> (Cost, output meta tensor)`` (its
+    formula from :mod:`.cost`, with ``x`` a meta tensor).
+    """
+
+    free = False  # local ops: no messages, no meter label
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def forward(self, x):
+        rt = _RUNTIME.get()
+        if rt is None:
+            raise RuntimeError(f'{self.label}: secure modules run only inside a SecureProgram')
+        guard = _Guard.active()
+        inside = guard.inside if guard else None
+        if guard:
+            guard.inside = True  # protocol internals are free to use any torch op
+        try:
+            return rt.call(self, x)
+        finally:
+            if guard:
+                guard.inside = inside
+
+    def mpc(self, sess, x):
+        raise NotImplementedError
+
+    def cost(self, protocol, x: Tensor, first_use: bool):
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return self.label
+
+
+class SecureConv2d(SecureModule):
+    """Conv2d with its BatchNorm folded; the server holds the fixed-point weights."""
+
+    def __init__(self, label: str, conv: nn.Conv2d, key: str,
+                 weight: Optional[Tensor] = None, bias: Optional[Tensor] = None):
+        super().__init__(label)
+        if conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
+            raise UnsupportedLayerError(
+                f'{label} ({type(conv).__name__}): only explicit zero padding is supported, '
+                f'got padding={conv.padding!r}, padding_mode={conv.padding_mode!r}')
+        self.key = key
+        self.weight_shape = tuple(conv.weight.shape)
+        self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
+        self.dilation, self.groups = tuple(conv.dilation), conv.groups
+        self.register_buffer('weight', weight)
+        self.register_buffer('bias', bias)
+
+    def _w(self):
+        return self.weight if self.weight is not None else self.weight_shape
+
+    def mpc(self, sess, x):
+        return P.conv2d(sess, x, self._w(), self.bias, self.stride, self.padding,
+                        self.dilation, self.groups, key=self.key)
+
+    def cost(self, protocol, x, first_use):
+        y = conv_out_shape(tuple(x.shape), self.weight_shape, self.stride, self.padding,
+                           self.dilation)
+        return _linear_cost(protocol, x.shape, self.weight_shape, y, first_use), P.meta(y)
+
+
+class SecureLinear(SecureModule):
+    """Fully connected layer ``x @ W.T + b``."""
+
+    def __init__(self, label: str, fc: nn.Linear, key: str,
+                 weight: Optional[Tensor] = None, bias: Optional[Tensor] = None):
+        super().__init__(label)
+        self.key = key
+        self.weight_shape = tuple(fc.weight.shape)
+        self.register_buffer('weight', weight)
+        self.register_buffer('bias', bias)
+
+    def mpc(self, sess, x):
+        w = self.weight if self.weight is not None else self.weight_shape
+        return P.linear(sess, x, w, self.bias, key=self.key)
+
+    def cost(self, protocol, x, first_use):
+        y = (x.shape[0], self.weight_shape[0])
+        return _linear_cost(protocol, x.shape, self.weight_shape, y, first_use), P.meta(y)
+
+
+def _linear_cost(protocol, x, w, y, first_use):
+    if isinstance(protocol, _cost.Reference):
+        # the authors' runtime is batch 1 and resends the masked weights per image
+        n = int(x[0])
+        return protocol.conv2d(_numel(x) // n, _numel(w), _numel(y) // n) * n
+    # ours: the masked weights cross once per session
+    return protocol.conv2d(_numel(x), _numel(w), _numel(y), first_use)
+
+
+class SecureReLU(SecureModule):
+    """A ReLU site: plain ReLU (``block_sizes`` None) or Block-ReLU with (C, 2) sizes."""
+
+    def __init__(self, label: str, bits: int, shift: int,
+                 block_sizes: Optional[np.ndarray] = None):
+        super().__init__(label)
+        self.bits, self.shift = int(bits), int(shift)
+        # an all-(1, 1) Block-ReLU is a ReLU (same gate, same bytes, fewer steps)
+        if block_sizes is not None and (np.asarray(block_sizes) == 1).all():
+            block_sizes = None
+        self.block_sizes = None if block_sizes is None else check_block_sizes(block_sizes)
+
+    def _sizes(self, x) -> np.ndarray:
+        c = x.shape[1]
+        if self.block_sizes.shape[0] == 1:
+            return np.repeat(self.block_sizes, c, axis=0)
+        return check_block_sizes(self.block_sizes, c)
+
+    def mpc(self, sess, x):
+        if self.block_sizes is None:
+            return P.relu(sess, x, self.bits, self.shift)
+        if x.dim() == 2:  # N x C features: every channel is a 1 x 1 map
+            return self.mpc(sess, x.reshape(*x.shape, 1, 1)).reshape(x.shape)
+        return P.block_relu(sess, x, self._sizes(x), self.bits, self.shift)
+
+    def cost(self, protocol, x, first_use):
+        if self.block_sizes is None:
+            return protocol.relu(x.numel(), self.bits), x
+        shape = tuple(x.shape) + (1, 1) if x.dim() == 2 else tuple(x.shape)
+        n, _, h, w = shape
+        return protocol.block_relu(self._sizes(x), n, h, w, self.bits), x
+
+    def extra_repr(self) -> str:
+        kind = 'relu' if self.block_sizes is None else 'block_relu'
+        return f'{self.label}, {kind}, bits={self.bits}, shift={self.shift}'
+
+
+def _pool_out_shape(x_shape, k, s, p) -> Tuple[int, int, int, int]:
+    n, c, h, w = x_shape
+    return (n, c, (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1)
+
+
+class SecureMaxPool2d(SecureModule):
+    """Max pooling by a tree of secure pairwise maxima."""
+
+    def __init__(self, label: str, pool: nn.MaxPool2d, bits: int, shift: int):
+        super().__init__(label)
+        if pool.ceil_mode or pool.return_indices or _pair(pool.dilation) != (1, 1):
+            raise UnsupportedLayerError(
+                f'{label} (MaxPool2d): ceil_mode, return_indices and dilation are not supported')
+        self.kernel_size, self.padding = _pair(pool.kernel_size), _pair(pool.padding)
+        self.stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        self.bits, self.shift = int(bits), int(shift)
+
+    def mpc(self, sess, x):
+        return P.max_pool2d(sess, x, self.kernel_size, self.stride, self.padding, self.bits,
+                            self.shift)
+
+    def cost(self, protocol, x, first_use):
+        y = _pool_out_shape(x.shape, self.kernel_size, self.stride, self.padding)
+        k = self.kernel_size[0] * self.kernel_size[1]
+        return protocol.max_pool2d(_numel(y), k, self.bits), P.meta(y)
+
+
+class SecureAvgPool2d(SecureModule):
+    """Average pooling: share-wise window sums and floor division (local)."""
+
+    free = True
+
+    def __init__(self, label: str, pool: nn.AvgPool2d):
+        super().__init__(label)
+        if pool.ceil_mode or pool.divisor_override is not None:
+            raise UnsupportedLayerError(
+                f'{label} (AvgPool2d): ceil_mode and divisor_override are not supported')
+        self.kernel_size, self.padding = _pair(pool.kernel_size), _pair(pool.padding)
+        self.stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        self.count_include_pad = pool.count_include_pad
+
+    def mpc(self, sess, x):
+        return P.avg_pool2d(sess, x, self.kernel_size, self.stride, self.padding,
+                            self.count_include_pad)
+
+    def cost(self, protocol, x, first_use):
+        y = _pool_out_shape(x.shape, self.kernel_size, self.stride, self.padding)
+        return protocol.local(), P.meta(y)
+
+
+class SecureGlobalAvgPool(SecureModule):
+    """Global average pooling to (N, C, 1, 1) (local)."""
+
+    free = True
+
+    def mpc(self, sess, x):
+        return P.global_avg_pool(sess, x)
+
+    def cost(self, protocol, x, first_use):
+        return protocol.local(), P.meta(tuple(x.shape[:2]) + (1, 1))
+
+
+class SecureIdentity(SecureModule):
+    """Dropout, Identity, DropPath and folded BatchNorms at inference: identity."""
+
+    free = True
+
+    def mpc(self, sess, x):
+        return x
+
+    def cost(self, protocol, x, first_use):
+        return protocol.local(), x
+
+
+# ----------------------------------------------------------------- the guard
+_STRUCTURAL = {
+    '__get__', 'size', 'dim', 'ndimension', 'numel', '__len__', 'view', 'reshape', 'flatten',
+    'contiguous', 'is_contiguous', '__getitem__', 'expand', 'expand_as', 'squeeze',
+    'unsqueeze', 'permute', 'transpose', 'chunk', 'split', 'clone', 'detach', 'unbind',
+}
+_ADDITIVE = {'__add__', '__radd__', '__iadd__', 'add', 'add_', '__sub__', '__isub__', 'sub',
+             'sub_', 'cat', 'concat', 'concatenate', 'stack'}
+# ``out += x`` reaches the mode as ``add_``; on a shape-only (zero-stride)
+# tensor it is done out of place, which ``+=`` rebinds like the in-place result
+_INPLACE = {'__iadd__': torch.add, '__isub__': torch.sub, 'add_': torch.add,
+            'sub_': torch.sub}
+
+
+class _Guard(TorchFunctionMode):
+    """Allow only share-compatible torch ops in the model's own forward.
+
+    Structural ops (views, indexing, shape queries) and share + share,
+    share - share and concatenation are local on additive shares. A resize
+    of a 1x1 map is replaced by replication (exact). Everything else raises
+    :class:`UnsupportedLayerError` naming the innermost module running.
+    """
+
+    _stack: List['_Guard'] = []
+
+    def __init__(self, paths: Dict[nn.Module, str]):
+        super().__init__()
+        self.inside = False
+        self.paths = paths
+        self.where: List[str] = []
+
+    @classmethod
+    def active(cls) -> Optional['_Guard']:
+        return cls._stack[-1] if cls._stack else None
+
+    def _module(self) -> str:
+        return self.where[-1] if self.where else '<model>'
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.inside or not _has_tensor(args, kwargs):
+            return func(*args, **kwargs)
+        name = getattr(func, '__name__', repr(func))
+        if name in _STRUCTURAL:
+            return func(*args, **kwargs)
+        if name in _ADDITIVE:
+            operands = args[0] if name in ('cat', 'concat', 'concatenate', 'stack') else args
+            if all(isinstance(a, Tensor) for a in operands) and 'alpha' not in kwargs:
+                if name in _INPLACE and 0 in args[0].stride():
+                    return _INPLACE[name](*args)
+                return func(*args, **kwargs)
+            raise UnsupportedLayerError(
+                f'{self._module()}: {name} with a public (non-share) operand is not supported '
+                'on fixed-point shares')
+        if name == 'interpolate':
+            return self._replicate(*args, **kwargs)
+        raise UnsupportedLayerError(
+            f'{self._module()} ({self._type()}): torch operation {name!r} in the forward is '
+            'not supported on secret shares')
+
+    def _type(self) -> str:
+        mods = {p: m for m, p in self.paths.items()}
+        m = mods.get(self._module())
+        return type(m).__name__ if m is not None else '?'
+
+    def _replicate(self, x, size=None, scale_factor=None, mode='nearest', align_corners=None,
+                   **_):
+        # resizing a constant (1 x 1) map is exact replication in every mode
+        if x.dim() != 4 or tuple(x.shape[2:]) != (1, 1):
+            raise UnsupportedLayerError(
+                f'{self._module()} ({self._type()}): {mode} resize of a '
+                f'{tuple(x.shape[2:])} map is not supported on secret shares (only 1x1 maps, '
+                'by replication)')
+        if size is None:
+            sf = _pair(scale_factor)
+            size = (int(sf[0]), int(sf[1]))
+        size = _pair(size)
+        return x.expand(x.shape[0], x.shape[1], *size).contiguous()
+
+    def __enter__(self):
+        _Guard._stack.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        _Guard._stack.pop()
+        return super().__exit__(*exc)
+
+
+def _has_tensor(args, kwargs) -> bool:
+    items = list(args) + list(kwargs.values())
+    for a in items:
+        if isinstance(a, Tensor):
+            return True
+        if isinstance(a, (list, tuple)) and any(isinstance(b, Tensor) for b in a):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _module_tracking(model: nn.Module, guard: _Guard):
+    """Keep ``guard.where`` = the path of the innermost running module."""
+    def pre(module, args):
+        guard.where.append(guard.paths.get(module, '?'))
+
+    def post(module, args, out):
+        guard.where.pop()
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(pre))
+        handles.append(m.register_forward_hook(post))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ----------------------------------------------------------------- the program
+class SecureProgram:
+    """A compiled network: call it in each pass of a session (see module doc).
+
+    Attributes:
+        model: The rewritten model (upstream forward, secure leaves).
+        task: ``'classification'`` or ``'segmentation'``.
+        align_corners: The decode head's resize setting (segmentation).
+        options: The compile options (bits, relu_bits, pool_bits, shift, frac_bits).
+        uid: Names this program's weights in a session (so two programs
+            run in one session never share a cached masked weight).
+        has_weights: True for the server's program.
+    """
+
+    def __init__(self, model: nn.Module, task: str, align_corners: bool,
+                 options: Dict[str, Any], uid: str, has_weights: bool):
+        self.model = model
+        self.task = task
+        self.align_corners = align_corners
+        self.options = dict(options)
+        self.uid = uid
+        self.has_weights = has_weights
+
+    # -------------------------------------------------------------- running
+    def __call__(self, sess, image) -> Optional[Tensor]:
+        """Run one pass: share the input, run the network, reveal the logits.
+
+        Args:
+            sess: The party's session (inside ``sess.offline()`` or ``sess.online()``).
+            image: The client's float input batch ``(N, C, H, W)`` (after the
+                data preprocessor) in the online pass; a shape (or meta tensor)
+                otherwise and at the other parties.
+
+        Returns:
+            Float64 logits at the client online, else None.
+        """
+        if sess.frac_bits != self.options['frac_bits']:
+            raise ValueError(f'program compiled for frac_bits={self.options["frac_bits"]}, '
+                             f'session uses {sess.frac_bits}')
+        if sess.role == 'server' and not self.has_weights:
+            raise ValueError('the server needs the program compiled with weights')
+        data = sess.role == 'client' and sess.has_data
+        x = P.share_input(sess, image if data else _shape_of(image))
+        y = self.forward(SessionRuntime(sess), x)
+        with sess.label('output'):
+            v = P.reveal_to_client(sess, y)
+        return None if v is None else decode(v, sess.frac_bits)
+
+    def forward(self, runtime: Runtime, x: Tensor) -> Tensor:
+        """The model's own forward on shares (or meta tensors) under ``runtime``."""
+        token = _RUNTIME.set(runtime)
+        guard = _Guard({m: n for n, m in self.model.named_modules()})
+        try:
+            with torch.no_grad(), _module_tracking(self.model, guard), guard:
+                out = run_tensor_forward(self.model, x)
+        finally:
+            _RUNTIME.reset(token)
+        if not isinstance(out, Tensor):
+            raise UnsupportedLayerError(
+                f'the model returns {type(out).__name__}, expected one logits tensor')
+        return out
+
+    def postprocess(self, logits: Tensor, image_size: Optional[Sequence[int]] = None) -> Tensor:
+        """Client-side predictions from revealed logits (in the clear).
+
+        Classification: argmax over classes, ``(N,)``. Segmentation: the
+        logits are resized to ``image_size`` (bilinear, as mmseg does) and
+        argmaxed, ``(N, H, W)``.
+        """
+        logits = logits.to(torch.float32)
+        if self.task == 'segmentation':
+            if image_size is not None and tuple(logits.shape[2:]) != tuple(image_size):
+                logits = F.interpolate(logits, size=tuple(image_size), mode='bilinear',
+                                       align_corners=self.align_corners)
+            return logits.argmax(1)
+        return logits.argmax(-1)
+
+    # ------------------------------------------------------------- helpers
+    def public(self) -> 'SecureProgram':
+        """The same program without the server's weights (for client and helper)."""
+        weights = {}
+        for m in self.model.modules():
+            if isinstance(m, (SecureConv2d, SecureLinear)):
+                weights[m] = (m.weight, m.bias)
+                m.weight = m.bias = None
+        try:
+            model = copy.deepcopy(self.model)
+        finally:
+            for m, (w, b) in weights.items():
+                m.weight, m.bias = w, b
+        return SecureProgram(model, self.task, self.align_corners, self.options, self.uid,
+                             has_weights=False)
+
+    def sites(self) -> List[Tuple[str, SecureModule]]:
+        """The secure modules in model order, ``(label, module)``."""
+        return [(m.label, m) for m in self.model.modules() if isinstance(m, SecureModule)]
+
+    def __reduce__(self):
+        # The split ResNet block classes are created at run time; a fresh party
+        # process must create them before it unpickles the model.
+        return _load_program_bytes, (_dumps(self.__dict__),)
+
+
+def _dumps(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    return buf.getvalue()
+
+
+def _load_program_bytes(blob: bytes) -> SecureProgram:
+    _ensure_split_classes()
+    state = torch.load(io.BytesIO(blob), weights_only=False)
+    prog = SecureProgram.__new__(SecureProgram)
+    prog.__dict__.update(state)
+    return prog
+
+
+def dump_program(program: SecureProgram) -> bytes:
+    """Serialise a program for another process (it is a pickle: trusted use only)."""
+    return pickle.dumps(program, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_program(blob: bytes) -> SecureProgram:
+    """Inverse of :func:`dump_program` (unpickles: only for blobs you produced)."""
+    return pickle.loads(blob)
+
+
+def _ensure_split_classes():
+    from ..conversion import split
+    for cls, (forward, _) in split._known_blocks().items():
+        split._split_class(cls, forward)
+
+
+def _shape_of(x) -> Tuple[int, ...]:
+    return tuple(x.shape) if isinstance(x, Tensor) else tuple(int(v) for v in x)
+
+
+def _pair(v) -> Tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[1])) if len(v) == 2 else (int(v[0]), int(v[0]))
+    return int(v), int(v)
+
+
+# ----------------------------------------------------------------- compiling
+_IDENTITY_TYPES: Tuple[type, ...] = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+                                     nn.Dropout3d, nn.AlphaDropout)
+
+
+def _identity_types() -> Tuple[type, ...]:
+    types = list(_IDENTITY_TYPES)
+    try:
+        from mmcv.cnn.bricks.drop import DropPath
+        types.append(DropPath)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+class _Trace:
+    """One float forward with hooks: the leaf calls and the tensors they pass on."""
+
+    def __init__(self, model: nn.Module, input_size: Tuple[int, int], in_channels: int):
+        self.paths = {m: n for n, m in model.named_modules()}
+        self.calls: List[str] = []           # called modules, in order (with repeats)
+        self.produced: Dict[int, Tuple[str, Tensor]] = {}  # id(output) -> (leaf, tensor)
+        self.inputs_of: Dict[str, List[str]] = {}  # leaf -> producers of its input
+        self.consumers: Dict[str, List[str]] = {}  # leaf -> leaves consuming its output
+        handles = []
+        for m in model.modules():
+            handles.append(m.register_forward_pre_hook(self._pre))
+            if not list(m.children()):
+                handles.append(m.register_forward_hook(self._post))
+        modes = {m: m.training for m in model.modules()}
+        try:
+            model.eval()
+            with torch.no_grad():
+                run_tensor_forward(model, torch.zeros(1, in_channels, *input_size))
+        finally:
+            for h in handles:
+                h.remove()
+            for m, mode in modes.items():
+                m.training = mode
+        self.produced.clear()
+
+    def _pre(self, module, args):
+        path = self.paths[module]
+        self.calls.append(path)
+        if list(module.children()):
+            return
+        srcs = []
+        for a in args:
+            if isinstance(a, Tensor) and id(a) in self.produced:
+                src = self.produced[id(a)][0]
+                srcs.append(src)
+                self.consumers.setdefault(src, []).append(path)
+        self.inputs_of[path] = srcs
+
+    def _post(self, module, args, out):
+        if isinstance(out, Tensor):
+            self.produced[id(out)] = (self.paths[module], out)  # keeps the id alive
+
+
+def _fold_bn(conv: nn.Conv2d, bn: _BatchNorm) -> Tuple[Tensor, Tensor]:
+    """Float64 weight and bias of ``bn(conv(x))`` (inference statistics)."""
+    w = conv.weight.detach().double()
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0],
+                                                                               dtype=torch.float64)
+    scale = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
+    if bn.affine:
+        scale = scale * bn.weight.detach().double()
+    shift = -bn.running_mean.detach().double() * scale
+    if bn.affine:
+        shift = shift + bn.bias.detach().double()
+    return w * scale.reshape(-1, 1, 1, 1), b * scale + shift
+
+
+def _set(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition('.')
+    setattr(model.get_submodule(parent) if parent else model, name, new)
+
+
+def compile_model(model: nn.Module,
+                  bits: int = 64,
+                  shift: Optional[int] = None,
+                  relu_bits: int = 64,
+                  relu_shift: int = 0,
+                  pool_bits: int = 64,
+                  pool_shift: int = 0,
+                  frac_bits: int = FRAC_BITS,
+                  with_weights: bool = True,
+                  pool_before_relu: bool = False,
+                  trace_size: Sequence[int] = (32, 32),
+                  in_channels: int = 3) -> SecureProgram:
+    """Compile a converted mmpretrain classifier or mmseg segmentor (or a plain module).
+
+    Args:
+        model: The float network (not modified). An mmseg ``EncoderDecoder``'s
+            auxiliary head is dropped (it only serves training).
+        bits: Compared bits of the DReLUs of Block-ReLU sites.
+        shift: Pre-shift (LSBs dropped) of those DReLUs; default
+            :func:`default_shift` (bits, frac_bits).
+        relu_bits, relu_shift: Same for plain ``nn.ReLU`` sites (default exact).
+        pool_bits, pool_shift: Same for the comparisons of MaxPool sites
+            (default exact).
+        frac_bits: Fixed-point fractional bits of weights and activations
+            (must equal the session's).
+        with_weights: Fold and quantise the weights (the server). Without
+            them the program carries shapes only (client and helper).
+        pool_before_relu: Run a MaxPool before the plain ReLU that feeds it
+            (the authors' ResNet50 baseline: max and ReLU commute, and the
+            ReLU then runs on the 4x smaller pooled map).
+        trace_size: Input size of the float trace that finds conv->BN pairs
+            and validates the network; the program itself runs at any size.
+        in_channels: Input channels.
+
+    Returns:
+        SecureProgram: runnable by all three parties.
+
+    Raises:
+        UnsupportedLayerError: for a layer or tensor operation the secure
+            runtime cannot run, naming the module path and type.
+    """
+    shift = default_shift(bits, frac_bits) if shift is None else int(shift)
+    m = copy.deepcopy(model).cpu().float().eval()
+    if getattr(m, 'auxiliary_head', None) is not None:
+        m.auxiliary_head = None
+    split_reused_relus(m)
+    trace = _Trace(m, _pair(trace_size), in_channels)
+    modules = dict(m.named_modules())
+    uid = uuid.uuid4().hex[:12]
+
+    def quant(t: Tensor) -> Optional[Tensor]:
+        return encode(t, frac_bits) if with_weights else None
+
+    identity_types = _identity_types()
+    called = list(dict.fromkeys(trace.calls))
+    replace: Dict[str, nn.Module] = {}
+    folded = set()
+    for path in called:
+        mod = modules[path]
+        if list(mod.children()):
+            if any(True for _ in mod.parameters(recurse=False)):
+                raise UnsupportedLayerError(
+                    f'{path} ({type(mod).__name__}): a module computing with its own '
+                    'parameters is not supported')
+            continue
+        if isinstance(mod, nn.Conv2d):
+            bn_path = _folded_bn(path, trace, modules)
+            if bn_path is not None:
+                w, b = _fold_bn(mod, modules[bn_path])
+                folded.add(bn_path)
+            else:
+                w = mod.weight.detach().double()
+                b = mod.bias.detach().double() if mod.bias is not None else None
+            replace[path] = SecureConv2d(path, mod, f'{uid}:{path}', quant(w),
+                                         None if b is None else quant(b))
+        elif isinstance(mod, nn.Linear):
+            b = mod.bias.detach().double() if mod.bias is not None else None
+            replace[path] = SecureLinear(path, mod, f'{uid}:{path}',
+                                         quant(mod.weight.detach().double()),
+                                         None if b is None else quant(b))
+        elif isinstance(mod, _BatchNorm):
+            continue  # checked below: must have been folded
+        elif isinstance(mod, BlockReLU):
+            sizes = None if mod.block_sizes is None else mod.block_sizes.cpu().numpy()
+            replace[path] = SecureReLU(path, bits, shift, sizes)
+        elif type(mod) is nn.ReLU:
+            replace[path] = SecureReLU(path, relu_bits, relu_shift)
+        elif type(mod) is nn.MaxPool2d:
+            replace[path] = SecureMaxPool2d(path, mod, pool_bits, pool_shift)
+        elif type(mod) is nn.AvgPool2d:
+            replace[path] = SecureAvgPool2d(path, mod)
+        elif type(mod) is nn.AdaptiveAvgPool2d and _pair(mod.output_size) == (1, 1):
+            replace[path] = SecureGlobalAvgPool(path)
+        elif isinstance(mod, identity_types):
+            replace[path] = SecureIdentity(path)
+        else:
+            raise UnsupportedLayerError(
+                f'{path} ({type(mod).__name__}): layer not supported by the secure runtime')
+    for path in called:
+        if isinstance(modules[path], _BatchNorm):
+            if path not in folded:
+                raise UnsupportedLayerError(
+                    f'{path} ({type(modules[path]).__name__}): a BatchNorm must directly follow '
+                    'the convolution it is folded into (its output used only by the BN)')
+            replace[path] = SecureIdentity(path)
+    if pool_before_relu:
+        _swap_pool_relu(trace, modules, replace)
+    for path, new in replace.items():
+        _set(m, path, new)
+    options = dict(bits=bits, shift=shift, relu_bits=relu_bits, relu_shift=relu_shift,
+                   pool_bits=pool_bits, pool_shift=pool_shift, frac_bits=frac_bits,
+                   pool_before_relu=pool_before_relu)
+    task = 'segmentation' if hasattr(m, 'decode_head') else 'classification'
+    align = bool(getattr(getattr(m, 'decode_head', None), 'align_corners', False))
+    program = SecureProgram(m, task, align, options, uid, has_weights=with_weights)
+    # validate the tensor ops of the forward at compile time (meta tensors only)
+    from .costmodel import program_costs
+    program_costs(program, (1, in_channels) + _pair(trace_size))
+    return program
+
+
+def _folded_bn(conv_path: str, trace: _Trace, modules) -> Optional[str]:
+    """The BatchNorm that consumes (only) this conv's output, if any."""
+    users = trace.consumers.get(conv_path, [])
+    bns = [u for u in users if isinstance(modules[u], _BatchNorm)]
+    if not bns:
+        return None
+    bn = modules[bns[0]]
+    if len(set(users)) != 1 or not bn.track_running_stats or bn.running_mean is None:
+        raise UnsupportedLayerError(
+            f'{bns[0]} ({type(bn).__name__}): cannot fold: the conv output {conv_path} is also '
+            'used elsewhere, or the BN has no running statistics')
+    return bns[0]
+
+
+def _swap_pool_relu(trace: _Trace, modules, replace: Dict[str, nn.Module]) -> None:
+    """MaxPool(ReLU(x)) -> ReLU(MaxPool(x)) where a plain ReLU feeds only a MaxPool."""
+    for path, srcs in trace.inputs_of.items():
+        if not isinstance(replace.get(path), SecureMaxPool2d) or len(srcs) != 1:
+            continue
+        relu = replace.get(srcs[0])
+        if (isinstance(relu, SecureReLU) and relu.block_sizes is None
+                and set(trace.consumers.get(srcs[0], [])) == {path}):
+            replace[path] = nn.Sequential(replace[path], relu)
+            replace[srcs[0]] = SecureIdentity(srcs[0])

@@ -1,0 +1,252 @@
+"""Protocol cost formulas: the one home of per-operation bytes and rounds.
+
+Two protocols:
+
+* :class:`Ours` - this package's runtime. Bytes are payload bytes per
+  ``(phase, sender, receiver)`` with phase ``'session'`` (once per session:
+  key agreement and masked weights), ``'offline'`` (data-independent, per
+  run, before the input exists) and ``'online'``. They equal what the
+  transport meter records, exactly (tested). ``rounds`` counts the online
+  message hops on the critical path of one call.
+* :class:`Reference` - the authors' runtime as read in REFERENCE-RUNTIME.md
+  (sections 4.10, 7, 8): everything is online, ``(phase='online', src, dst)``.
+
+Every function takes public sizes (element counts, shapes, block sizes) and
+returns a :class:`Cost`; a compiler sums them over a network
+(``sum(costs, Cost())``). Block-ReLU counts come from
+:func:`block_relu_plugin.layers.block_relu.num_drelus`.
+"""
+import math
+from collections import defaultdict
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..layers.block_relu import check_block_sizes, num_drelus
+
+C, S, H = 'client', 'server', 'helper'
+RING = 8  # bytes per ring element
+
+
+class Cost:
+    """Bytes per ``(phase, src, dst)`` plus online rounds; supports ``+`` and ``*``."""
+
+    def __init__(self, parts: Optional[Dict[Tuple[str, str, str], int]] = None,
+                 rounds: int = 0):
+        self.parts = defaultdict(int)
+        for k, v in (parts or {}).items():
+            if v:
+                self.parts[k] += int(v)
+        self.rounds = rounds
+
+    def __add__(self, other: 'Cost') -> 'Cost':
+        out = Cost(self.parts, self.rounds + other.rounds)
+        for k, v in other.parts.items():
+            out.parts[k] += v
+        return out
+
+    __radd__ = lambda self, other: self if other == 0 else self.__add__(other)  # noqa: E731
+
+    def __mul__(self, k: int) -> 'Cost':
+        return Cost({key: v * k for key, v in self.parts.items()}, self.rounds)
+
+    def total(self, phase: Optional[str] = None) -> int:
+        return sum(v for (p, _, _), v in self.parts.items() if phase is None or p == phase)
+
+    @property
+    def online(self) -> int:
+        return self.total('online')
+
+    @property
+    def offline(self) -> int:
+        return self.total('offline')
+
+    @property
+    def session(self) -> int:
+        return self.total('session')
+
+    def sent_by(self, role: str, phase: Optional[str] = None) -> Dict[Tuple[str, str], int]:
+        """``{(phase, receiver): bytes}`` sent by ``role`` (the meter's view)."""
+        return {(p, d): v for (p, s, d), v in self.parts.items()
+                if s == role and v and (phase is None or p == phase)}
+
+    def __eq__(self, other):
+        return isinstance(other, Cost) and dict(self.parts) == dict(other.parts)
+
+    def __repr__(self):
+        return (f'Cost(session={self.session}, offline={self.offline}, online={self.online}, '
+                f'rounds={self.rounds})')
+
+
+def _n(x) -> int:
+    return int(np.prod(x, dtype=np.int64)) if isinstance(x, (tuple, list)) else int(x)
+
+
+def block_counts(block_sizes, n: int, height: int, width: int) -> Tuple[int, int]:
+    """``(N_blk, M_act)`` of a Block-ReLU layer for a batch of ``n``."""
+    sizes = check_block_sizes(block_sizes)
+    n_blk = int(num_drelus(sizes, height, width).sum()) * n
+    active = int(((sizes[:, 0] > 0) & (sizes[:, 1] > 0)).sum())
+    return n_blk, active * height * width * n
+
+
+class Ours:
+    """Costs of this package's protocols (exactly what the runtime sends)."""
+
+    @staticmethod
+    def handshake() -> Cost:
+        """Per-session key agreement: one 32-byte key per pair."""
+        return Cost({('session', C, S): 32, ('session', C, H): 32, ('session', S, H): 32})
+
+    @staticmethod
+    def share_input(numel) -> Cost:
+        return Cost()
+
+    @staticmethod
+    def conv2d(x_numel, w_numel, y_numel, first_use: bool = True) -> Cost:
+        """Also :func:`linear`. ``first_use``: the weight's first call in the session."""
+        x, w, y = _n(x_numel), _n(w_numel), _n(y_numel)
+        parts = {('offline', H, C): RING * y, ('online', C, S): RING * x}
+        if first_use:
+            parts[('session', S, C)] = RING * w
+        return Cost(parts, rounds=1)
+
+    linear = conv2d
+
+    @staticmethod
+    def scalar_mult(m, k) -> Cost:
+        """Beaver product of m elements by a k-element vector upsampled to m."""
+        m, k = _n(m), _n(k)
+        return Cost({('offline', H, C): RING * m, ('online', C, S): RING * (m + k),
+                     ('online', S, C): RING * (m + k)}, rounds=1)
+
+    @classmethod
+    def mult(cls, n) -> Cost:
+        return cls.scalar_mult(n, n)
+
+    @staticmethod
+    def private_compare(n, bits: int = 64) -> Cost:
+        """bits columns (bits - 1 compared bits + the equality column), 1 B each."""
+        n = _n(n)
+        return Cost({('online', C, H): bits * n, ('online', S, H): bits * n}, rounds=1)
+
+    @classmethod
+    def drelu(cls, n, bits: int = 64) -> Cost:
+        n = _n(n)
+        own = Cost({('offline', H, S): (RING + bits - 1) * n,
+                    ('online', C, S): RING * n, ('online', S, C): RING * n,
+                    ('online', H, S): RING * n}, rounds=2)
+        return own + cls.private_compare(n, bits)
+
+    @classmethod
+    def relu(cls, n, bits: int = 64) -> Cost:
+        return cls.drelu(n, bits) + cls.mult(n)
+
+    @classmethod
+    def block_relu(cls, block_sizes, n: int, height: int, width: int, bits: int = 64) -> Cost:
+        n_blk, m_act = block_counts(block_sizes, n, height, width)
+        if n_blk == 0:
+            return Cost()
+        return cls.drelu(n_blk, bits) + cls.scalar_mult(m_act, n_blk)
+
+    @classmethod
+    def max_pool2d(cls, out_numel, kernel_numel: int, bits: int = 64) -> Cost:
+        """Tree of pairwise maxima: one batched ReLU per level."""
+        n, k = _n(out_numel), int(kernel_numel)
+        total = Cost()
+        while k > 1:
+            total = total + cls.relu(n * (k // 2), bits)
+            k = k // 2 + k % 2
+        return total
+
+    @staticmethod
+    def reveal_to_client(n) -> Cost:
+        return Cost({('online', S, C): RING * _n(n)}, rounds=1)
+
+    @staticmethod
+    def local() -> Cost:
+        """add, concat, truncate, avg_pool2d, global_avg_pool: free."""
+        return Cost()
+
+
+class Reference:
+    """The authors' accounting (REFERENCE-RUNTIME.md 4.10 / 7 / 8), all online."""
+
+    @staticmethod
+    def handshake() -> Cost:
+        return Cost({('online', C, S): 32, ('online', S, C): 32, ('online', C, H): 32,
+                     ('online', H, C): 32}, rounds=2)
+
+    @staticmethod
+    def conv2d(x_numel, w_numel, y_numel) -> Cost:
+        x, w, y = _n(x_numel), _n(w_numel), _n(y_numel)
+        return Cost({('online', C, S): RING * (x + w), ('online', S, C): RING * (x + w),
+                     ('online', H, C): RING * y}, rounds=1)
+
+    linear = conv2d
+
+    @staticmethod
+    def mult(n) -> Cost:
+        n = _n(n)
+        return Cost({('online', C, S): 16 * n, ('online', S, C): 16 * n,
+                     ('online', H, C): 8 * n}, rounds=2)
+
+    @staticmethod
+    def private_compare(n, bits: int = 64) -> Cost:
+        n = _n(n)
+        return Cost({('online', C, H): bits * n, ('online', S, H): bits * n}, rounds=1)
+
+    @classmethod
+    def share_convert(cls, n, bits: int = 64) -> Cost:
+        n = _n(n)
+        return Cost({('online', C, H): 8 * n, ('online', S, H): 8 * n,
+                     ('online', H, S): (bits + 8) * n, ('online', H, C): 8 * n},
+                    rounds=3) + cls.private_compare(n, bits)
+
+    @classmethod
+    def msb(cls, n, bits: int = 64) -> Cost:
+        n = _n(n)
+        return Cost({('online', H, C): 8 * n, ('online', H, S): (bits + 16) * n,
+                     ('online', C, S): 8 * n, ('online', S, C): 8 * n},
+                    rounds=2) + cls.private_compare(n, bits) + cls.mult(n)
+
+    @classmethod
+    def drelu(cls, n, bits: int = 64) -> Cost:
+        """6b + 112 bytes per element (496 at b = 64)."""
+        return cls.share_convert(n, bits) + cls.msb(n, bits)
+
+    @classmethod
+    def relu(cls, n, bits: int = 64) -> Cost:
+        """6b + 152 bytes per element (536 at b = 64)."""
+        return cls.drelu(n, bits) + cls.mult(n)
+
+    @classmethod
+    def block_relu(cls, block_sizes, n: int, height: int, width: int, bits: int = 64) -> Cost:
+        """(6b + 128) N_blk + 24 M_act; identity channels cost nothing."""
+        n_blk, m_act = block_counts(block_sizes, n, height, width)
+        if n_blk == 0:
+            return Cost()
+        return cls.drelu(n_blk, bits) + Cost(
+            {('online', C, S): 8 * (m_act + n_blk), ('online', S, C): 8 * (m_act + n_blk),
+             ('online', H, C): 8 * m_act}, rounds=2)
+
+    @classmethod
+    def max_pool2d(cls, out_numel, kernel_numel: int = 9, bits: int = 64) -> Cost:
+        """(K - 1) sequential DReLU + multiply steps per output: 8 (6b + 152) for 3x3."""
+        k = int(kernel_numel) - 1
+        c = cls.relu(_n(out_numel), bits) * k
+        c.rounds *= k
+        return c
+
+    @staticmethod
+    def reveal_to_client(n) -> Cost:
+        return Cost({('online', S, C): 8 * _n(n)}, rounds=1)
+
+    @staticmethod
+    def local() -> Cost:
+        return Cost()
+
+
+ours = Ours()
+reference = Reference()
+PROTOCOLS = {'ours': ours, 'reference': reference}

@@ -1,0 +1,318 @@
+"""Secure inference of a config's model with three local parties, and its report.
+
+:func:`secure_inference` compiles the model (:mod:`.compiler`), starts the
+client, server and helper as separate processes talking mutual TLS over
+127.0.0.1 (:class:`.launch.LocalCluster`), runs every batch as an offline and
+an online pass, and compares the client's predictions with the plaintext
+model's. Bytes come from the parties' meters (the transport is the one place
+that counts them) and are reported per party, direction, phase and layer,
+next to the cost model's prediction (:mod:`.costmodel`).
+
+:func:`run_party` is what each party process runs; ``tools/mpc_party.py``
+runs the same function on separate machines.
+"""
+import time
+from collections import OrderedDict, defaultdict
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import cost as _cost
+from .compiler import SecureProgram, compile_model, dump_program, load_program
+from .costmodel import session_costs
+from .transport import Record
+
+__all__ = ['secure_inference', 'run_party', 'measured_costs', 'plaintext_logits',
+           'load_test_inputs', 'segmentation_miou']
+
+ROLES = ('client', 'server', 'helper')
+
+
+# ----------------------------------------------------------------- party side
+def run_party(sess, program: Union[bytes, SecureProgram], batches: Sequence,
+              num_threads: Optional[int] = None) -> Dict[str, Any]:
+    """Run ``program`` on every batch in this party: offline pass, then online.
+
+    Args:
+        sess: The party's session.
+        program: The program (or :func:`.compiler.dump_program` bytes): with
+            weights at the server, :meth:`SecureProgram.public` elsewhere.
+        batches: The client's float input batches ``(N, C, H, W)``; at the
+            other parties their shapes.
+        num_threads: torch threads for this party (default: unchanged).
+
+    Returns:
+        dict: ``logits`` (client: float64 logits per batch, else None),
+        ``times`` (offline and online seconds per batch), ``records`` (the
+        meter records of each batch) and ``handshake`` (the records before
+        the first batch: the session key agreement, on a fresh session).
+    """
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    if isinstance(program, (bytes, bytearray)):
+        program = load_program(program)
+    # unlabelled messages are the session key agreement (every protocol call is labelled)
+    handshake = [r for r in sess.meter.since(0) if r.label == '']
+    out: Dict[str, Any] = {'logits': [], 'times': [], 'records': [],
+                           'handshake': [tuple(r) for r in handshake]}
+    for batch in batches:
+        shape = tuple(batch.shape) if isinstance(batch, Tensor) else tuple(batch)
+        mark = sess.meter.mark()
+        t0 = time.perf_counter()
+        with sess.offline():
+            program(sess, shape)
+        t1 = time.perf_counter()
+        with sess.online():
+            logits = program(sess, batch if sess.role == 'client' else shape)
+        t2 = time.perf_counter()
+        out['logits'].append(logits)
+        out['times'].append((t1 - t0, t2 - t1))
+        out['records'].append([tuple(r) for r in sess.meter.since(mark)])
+    return out
+
+
+def measured_costs(records_by_role: Dict[str, Iterable[tuple]]) -> Dict[str, _cost.Cost]:
+    """Meter records of the three parties as ``{layer label: Cost}``.
+
+    Only ``send`` records are used (each message once, at its sender); the
+    key agreement (label ``''``) is reported as ``'handshake'``.
+    """
+    layers: Dict[str, Dict[tuple, int]] = OrderedDict()
+    for role, records in records_by_role.items():
+        for rec in records:
+            r = Record(*rec)
+            if r.direction != 'send':
+                continue
+            label = r.label or 'handshake'
+            parts = layers.setdefault(label, defaultdict(int))
+            parts[(r.phase, role, r.peer)] += r.nbytes
+    return OrderedDict((k, _cost.Cost(v)) for k, v in layers.items())
+
+
+# ----------------------------------------------------------------- client side
+def plaintext_logits(model: nn.Module, images: Tensor, batch_size: int = 8) -> Tensor:
+    """The float model's logits (``mode='tensor'``; auxiliary heads unused)."""
+    from ..conversion.sites import run_tensor_forward
+    model = model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch_size):
+            outs.append(run_tensor_forward(model, images[i:i + batch_size].float()).double())
+    return torch.cat(outs)
+
+
+def segmentation_miou(preds: Sequence[Tensor], labels: Sequence[Tensor], num_classes: int,
+                      ignore_index: int = 255) -> float:
+    """Mean IoU over the classes that occur (prediction or label) in the set, in %."""
+    inter = torch.zeros(num_classes, dtype=torch.float64)
+    union = torch.zeros(num_classes, dtype=torch.float64)
+    for p, t in zip(preds, labels):
+        p, t = p.reshape(-1).long(), t.reshape(-1).long()
+        keep = t != ignore_index
+        p, t = p[keep], t[keep]
+        inter += torch.bincount(t[p == t], minlength=num_classes)[:num_classes].double()
+        area_p = torch.bincount(p, minlength=num_classes)[:num_classes].double()
+        area_t = torch.bincount(t, minlength=num_classes)[:num_classes].double()
+        union += area_p + area_t
+    union -= inter
+    valid = union > 0
+    return float((inter[valid] / union[valid]).mean() * 100) if valid.any() else float('nan')
+
+
+def _batches(images: Tensor, batch_size: int) -> List[Tensor]:
+    return [images[i:i + batch_size].float().contiguous()
+            for i in range(0, images.shape[0], batch_size)]
+
+
+def _predict(program: SecureProgram, logits: Tensor, sizes) -> List[Tensor]:
+    return [program.postprocess(logits[i:i + 1], size)[0] for i, size in enumerate(sizes)]
+
+
+def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[str] = None,
+                     images: Optional[Tensor] = None, labels: Optional[Sequence] = None, *,
+                     bits: int = 64, shift: Optional[int] = None, relu_bits: int = 64,
+                     pool_bits: int = 64, batch_size: int = 1, frac_bits: int = 12,
+                     pool_before_relu: bool = False, cluster=None, timeout: float = 600.0,
+                     party_threads: int = 1) -> Dict[str, Any]:
+    """Run the config's model under 3-party secure inference on ``images``.
+
+    Args:
+        config: Config path or Config (built with ``spec`` and ``checkpoint``),
+            or an already built float model.
+        checkpoint: Weights (loaded by the server's program only; the client
+            and helper get shapes).
+        spec: Block-ReLU spec file replacing the config's.
+        images: Float model inputs ``(N, C, H, W)``, i.e. after the model's
+            data preprocessor (see :func:`load_test_inputs`).
+        labels: Optional class indices ``(N,)`` (classification) or label
+            maps (segmentation, one ``(H, W)`` per image: predictions are
+            made at the label's size).
+        bits, shift: Compared bits / pre-shift of Block-ReLU sites' DReLUs.
+        relu_bits, pool_bits: Compared bits of plain ReLU and MaxPool sites.
+        batch_size: Images per protocol run.
+        frac_bits: Fixed-point fractional bits.
+        pool_before_relu: See :func:`.compiler.compile_model`.
+        cluster: A running :class:`.launch.LocalCluster` to reuse (default:
+            a fresh one, closed afterwards).
+        timeout: Seconds to wait for the parties.
+        party_threads: torch threads per party process.
+
+    Returns:
+        dict with ``predictions`` / ``plain_predictions`` (per image),
+        ``logits`` / ``plain_logits``, ``agreement`` (fraction of equal
+        predictions; pixels for segmentation), ``max_logit_error``,
+        ``accuracy`` / ``plain_accuracy`` or ``miou`` / ``plain_miou`` (with
+        labels), ``bytes`` (measured: per phase, per (phase, src, dst),
+        per party; plus ``per_image``), ``predicted`` (the cost model's
+        ``ours`` for the same runs) and ``predicted_equal``, ``layers``
+        (measured bytes per layer label), ``rounds`` (cost model, online,
+        per run), ``time`` (client seconds per image: offline, online, total).
+    """
+    from .launch import LocalCluster
+    if images is None:
+        raise ValueError('images are required (see load_test_inputs)')
+    if isinstance(config, nn.Module):
+        model = config
+    else:
+        from ..utils.config import build_model
+        model = build_model(config, spec=spec, checkpoint=checkpoint)
+    model = model.eval()
+    program = compile_model(model, bits=bits, shift=shift, relu_bits=relu_bits,
+                            pool_bits=pool_bits, frac_bits=frac_bits,
+                            pool_before_relu=pool_before_relu,
+                            in_channels=int(images.shape[1]))
+    public = program.public()
+    batches = _batches(images, batch_size)
+    shapes = [tuple(b.shape) for b in batches]
+    args = {'client': (dump_program(public), batches, party_threads),
+            'server': (dump_program(program), shapes, party_threads),
+            'helper': (dump_program(public), shapes, party_threads)}
+    own = cluster is None
+    if own:
+        cluster = LocalCluster(timeout=timeout, frac_bits=frac_bits, light=True)
+    try:
+        wall = time.perf_counter()
+        res = cluster.run(run_party, args, wait=timeout)
+        wall = time.perf_counter() - wall
+    finally:
+        if own:
+            cluster.close()
+
+    # ---- predictions and agreement (client side, in the clear)
+    n = images.shape[0]
+    logits = torch.cat(res['client']['logits'])
+    plain = plaintext_logits(model, images)
+    if program.task == 'segmentation':
+        sizes = [tuple(labels[i].shape[-2:]) if labels is not None else tuple(images.shape[2:])
+                 for i in range(n)]
+    else:
+        sizes = [None] * n
+    preds, plain_preds = _predict(program, logits, sizes), _predict(program, plain, sizes)
+    agree = [float((p == q).double().mean()) for p, q in zip(preds, plain_preds)]
+    out: Dict[str, Any] = {
+        'task': program.task, 'num_images': n, 'batch_size': batch_size,
+        'options': dict(program.options),
+        'predictions': preds, 'plain_predictions': plain_preds,
+        'logits': logits, 'plain_logits': plain,
+        'agreement': float(np.mean(agree)),
+        'max_logit_error': float((logits - plain).abs().max()),
+    }
+    if labels is not None:
+        if program.task == 'segmentation':
+            num_classes = logits.shape[1]
+            out['miou'] = segmentation_miou(preds, labels, num_classes)
+            out['plain_miou'] = segmentation_miou(plain_preds, labels, num_classes)
+        else:
+            lab = torch.as_tensor([int(v) for v in labels])
+            out['accuracy'] = float((torch.stack(preds) == lab).double().mean() * 100)
+            out['plain_accuracy'] = float((torch.stack(plain_preds) == lab).double().mean() * 100)
+
+    # ---- bytes: measured (meters) and predicted (cost model)
+    per_role = {r: [rec for batch in res[r]['records'] for rec in batch] for r in ROLES}
+    if own:
+        for r in ROLES:
+            per_role[r] = res[r]['handshake'] + per_role[r]
+    layers = measured_costs(per_role)
+    total = sum(layers.values(), _cost.Cost())
+    predicted = session_costs(program, shapes, 'ours')
+    if not own:  # the key agreement happened before, on the reused cluster
+        predicted.layers.pop('handshake', None)
+        predicted.total = sum(predicted.layers.values(), _cost.Cost())
+    out['bytes'] = _bytes_summary(total, n)
+    out['layers'] = {k: {'session': c.session, 'offline': c.offline, 'online': c.online}
+                     for k, c in layers.items()}
+    out['predicted'] = predicted
+    out['predicted_equal'] = (total == predicted.total and all(
+        layers.get(k, _cost.Cost()) == c for k, c in predicted.layers.items()))
+    out['measured'] = layers
+    out['rounds'] = predicted.total.rounds // max(1, len(shapes))
+
+    # ---- time (the client's wall clock, as the paper measures it)
+    times = np.asarray(res['client']['times'])
+    out['time'] = {'offline_per_image': float(times[:, 0].sum() / n),
+                   'online_per_image': float(times[:, 1].sum() / n),
+                   'total_per_image': float(times.sum() / n),
+                   'wall': wall}
+    return out
+
+
+def _bytes_summary(total: _cost.Cost, n: int) -> Dict[str, Any]:
+    per_party: Dict[str, Dict[str, int]] = {r: defaultdict(int) for r in ROLES}
+    for (phase, src, dst), v in total.parts.items():
+        per_party[src][f'{phase}:sent->{dst}'] += v
+        per_party[dst][f'{phase}:recv<-{src}'] += v
+    return {
+        'session': total.session, 'offline': total.offline, 'online': total.online,
+        'total': total.total(),
+        'parts': {f'{p}:{s}->{d}': v for (p, s, d), v in sorted(total.parts.items())},
+        'per_party': {r: dict(sorted(v.items())) for r, v in per_party.items()},
+        'per_image': {'session': total.session / n, 'offline': total.offline / n,
+                      'online': total.online / n, 'total': total.total() / n},
+    }
+
+
+# ----------------------------------------------------------------- data
+def load_test_inputs(cfg, model: nn.Module, num_images: int,
+                     image_files: Optional[Sequence[str]] = None
+                     ) -> Tuple[Tensor, Optional[List]]:
+    """Model inputs (and labels) from the config's test data, or from image files.
+
+    The test dataloader's dataset runs its pipeline, then the model's own
+    ``data_preprocessor`` normalises (and, for mmseg, pads) the batch.
+    Image files go through the test pipeline without annotation loading.
+
+    Returns:
+        ``(inputs (N, C, H, W) float, labels or None)``; labels are class
+        indices (classification) or ``(H, W)`` label maps (segmentation).
+        Images of different sizes are padded by the preprocessor only when
+        it does so itself; otherwise they must share a size.
+    """
+    from mmengine.dataset import Compose, pseudo_collate
+    from mmengine.registry import DATASETS, init_default_scope
+    from ..utils.config import codebase, load_config
+    cfg = load_config(cfg)
+    init_default_scope(codebase(cfg))
+    items = []
+    if image_files:
+        pipeline = [dict(step) for step in cfg.test_dataloader.dataset.pipeline
+                    if 'Annotation' not in step['type']]
+        pipe = Compose(pipeline)
+        items = [pipe(dict(img_path=f)) for f in image_files[:num_images]]
+    else:
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+        items = [dataset[i] for i in range(min(num_images, len(dataset)))]
+    data = model.data_preprocessor(pseudo_collate(items), False)
+    inputs = data['inputs']
+    if isinstance(inputs, (list, tuple)):
+        inputs = torch.stack(list(inputs))
+    labels = None
+    samples = data.get('data_samples') or []
+    if not image_files and samples:
+        if hasattr(samples[0], 'gt_sem_seg'):
+            labels = [s.gt_sem_seg.data[0] for s in samples]
+        elif hasattr(samples[0], 'gt_label'):
+            labels = [int(s.gt_label[0]) for s in samples]
+    return inputs.float(), labels

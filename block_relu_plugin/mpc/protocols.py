@@ -1,0 +1,465 @@
+"""The 3-party protocols (SecureNN family), one function per step.
+
+Every function takes the party's :class:`~.session.Session` first and is
+called by all three parties in the same order. Client and server pass their
+int64 shares (online pass) and get their output shares; the helper, and every
+party during the offline pass, passes shape-only tensors (:func:`meta`, or
+any tensor of the right shape) and gets shape-only tensors back. Shares are additive over Z_{2^64} between client
+(index 0) and server (index 1). Byte counts per call are in :mod:`.cost`
+(``ours``), which the tests check against the transport's meter.
+"""
+import math
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..layers.block_relu import _Plan, check_block_sizes, num_drelus
+from .prf import P
+from .ring import (DTYPE, _im2col, _pair, bits_msb_first, conv_out_shape, encode, msb,
+                   ring_conv2d, ring_linear)
+from .session import Session
+
+Shape = Union[Sequence[int], torch.Size]
+
+
+def meta(shape) -> Tensor:
+    """A shape-only int64 tensor (what the helper and offline passes hold).
+
+    A zero-stride view of one zero: no memory, and torch ops on it are cheap
+    (torch's 'meta' device is avoided on purpose: its first arithmetic op
+    imports the decomposition machinery, seconds per process). Protocol
+    functions never look at its values: whether a party holds data is decided
+    by ``sess.has_data``, so any tensor of the right shape works as well.
+    """
+    return torch.zeros((), dtype=DTYPE).expand(tuple(shape))
+
+
+def _shape(x) -> tuple:
+    return tuple(x.shape) if isinstance(x, Tensor) else tuple(int(v) for v in x)
+
+
+def _other(sess: Session) -> str:
+    return 'server' if sess.role == 'client' else 'client'
+
+
+def _j(sess: Session) -> int:
+    return 0 if sess.role == 'client' else 1
+
+
+# ------------------------------------------------------------------ input/output
+def share_input(sess: Session, x) -> Tensor:
+    """Share the client's input. Free: the server's share is drawn from the
+    client-server PRF, the client's is ``encode(x) - that``.
+
+    Args:
+        x: The client passes the image (float, encoded with ``frac_bits``; or
+            int64 already in fixed point) in the online pass; everybody else
+            passes the shape (or any tensor of that shape).
+    """
+    op = sess.next_op()
+    shape = _shape(x)
+    if not sess.has_data:
+        return meta(shape)
+    r = sess.stream('cs', op, 0).ring(shape)
+    if sess.role == 'server':
+        return r
+    xi = x if x.dtype == DTYPE else encode(x, sess.frac_bits)
+    return xi - r
+
+
+def reveal_to_client(sess: Session, x: Tensor) -> Optional[Tensor]:
+    """Open a shared tensor to the client only (the server sends its share).
+
+    Returns the int64 ring values at the client (decode with
+    :func:`.ring.decode`), None elsewhere.
+    """
+    sess.next_op()
+    if not sess.has_data:
+        return None
+    if sess.role == 'server':
+        sess.send('client', x)
+        return None
+    return x + sess.recv('server').reshape(x.shape)
+
+
+# ------------------------------------------------------------------ local ops
+def truncate(sess: Session, x: Tensor, bits: Optional[int] = None) -> Tensor:
+    """SecureML local truncation: each party shifts its own share right.
+
+    Result within [-1, 0] ulp of ``floor(x / 2^bits)``; fails (a 2^(64-bits)
+    error) with probability about ``|x| / 2^63``.
+    """
+    bits = sess.frac_bits if bits is None else bits
+    if not sess.has_data or bits == 0:
+        return x
+    return x >> bits
+
+
+def add_public(sess: Session, x: Tensor, c) -> Tensor:
+    """Add a public (or server-known) int64 constant: only the server adds it."""
+    if sess.has_data and sess.role == 'server':
+        return x + c
+    return x
+
+
+def add(sess: Session, x: Tensor, y: Tensor) -> Tensor:
+    """Residual add (local)."""
+    return x + y
+
+
+def concat(sess: Session, xs, dim: int = 1) -> Tensor:
+    """Channel concat (local)."""
+    return torch.cat(list(xs), dim)
+
+
+def _floor_div(x: Tensor, d) -> Tensor:
+    return torch.div(x, d, rounding_mode='floor')
+
+
+def avg_pool2d(sess: Session, x: Tensor, kernel_size, stride=None, padding=0,
+               count_include_pad: bool = True) -> Tensor:
+    """Average pooling (any kernel/stride/padding), local: share-wise window sums,
+    then floor division of each share by the divisor (kernel area, or the
+    number of valid pixels with ``count_include_pad=False``).
+
+    The result is within [-1, 0] ulp of ``floor(window_sum / divisor)`` (so
+    within 2 ulp of the exact mean), and fails with probability about
+    ``|window_sum| / 2^63``, like local truncation.
+    """
+    k = _pair(kernel_size)
+    s = _pair(stride if stride is not None else kernel_size)
+    p = _pair(padding)
+    N, C, H, W = x.shape
+    Ho = (H + 2 * p[0] - k[0]) // s[0] + 1
+    Wo = (W + 2 * p[1] - k[1]) // s[1] + 1
+    if not sess.has_data:
+        return meta((N, C, Ho, Wo))
+    cols, _, _ = _im2col(x, k, s, p, (1, 1))
+    sums = cols.sum(2).reshape(N, C, Ho, Wo)
+    if count_include_pad:
+        return _floor_div(sums, k[0] * k[1])
+    ones = torch.ones((1, 1, H, W), dtype=DTYPE)
+    cnt = _im2col(ones, k, s, p, (1, 1))[0].sum(2).reshape(1, 1, Ho, Wo)
+    return _floor_div(sums, cnt)
+
+
+def global_avg_pool(sess: Session, x: Tensor) -> Tensor:
+    """Global average pool to ``(N, C, 1, 1)``: share-wise sum // (H*W), local
+    (same ±1 ulp / wrap behaviour as :func:`avg_pool2d`)."""
+    N, C, H, W = x.shape
+    if not sess.has_data:
+        return meta((N, C, 1, 1))
+    return _floor_div(x.sum((2, 3), keepdim=True), H * W)
+
+
+# ------------------------------------------------------------------ linear layers
+def _linear_layer(sess: Session, x, weight, bias, shift, key, apply, out_shape, w_shape):
+    """Conv/FC with the server holding W in the clear (see :func:`conv2d`)."""
+    op = sess.next_op()
+    x_shape = _shape(x)
+    shift = sess.frac_bits if shift is None else shift
+    slot = sess.slot(key if key is not None else f'op{op}')
+    skey = f'w{slot}'
+    if skey in sess.cache and sess.role != 'server' and tuple(sess.cache[skey].shape) != w_shape:
+        raise ValueError(f'weight key {key!r} was used with shape '
+                         f'{tuple(sess.cache[skey].shape)}, now {w_shape}')
+    if sess.is_offline:
+        # once per session: the server sends F = W - B (B from the server-helper PRF)
+        if skey not in sess.cache:
+            if sess.role == 'server':
+                b = sess.session_stream('sh', slot, 0).ring(w_shape)
+                sess.send('client', weight - b, 'session')
+                sess.cache[skey] = torch.empty(0)
+            elif sess.role == 'client':
+                sess.cache[skey] = sess.recv('server', 'session').reshape(w_shape)
+            else:
+                sess.cache[skey] = sess.session_stream('sh', slot, 0).ring(w_shape)
+        if sess.role == 'helper':
+            a = sess.stream('ch', op, 0).ring(x_shape)
+            c = apply(a, sess.cache[skey])
+            sess.send('client', c - sess.stream('sh', op, 1).ring(out_shape))
+        elif sess.role == 'client':
+            a = sess.stream('ch', op, 0).ring(x_shape)
+            c0 = sess.recv('helper').reshape(out_shape)
+            sess.put(op, 'a', a)
+            # the client's output share is data-independent: computed offline
+            sess.put(op, 'y', (apply(a, sess.cache[skey]) + c0) >> shift)
+        else:
+            sess.put(op, 'c1', sess.stream('sh', op, 1).ring(out_shape))
+        return meta(out_shape)
+    if sess.role == 'helper':
+        return meta(out_shape)
+    if sess.role == 'client':
+        sess.send('server', x - sess.take(op, 'a'))
+        return sess.take(op, 'y')
+    e = sess.recv('client').reshape(x_shape)
+    y = (apply(x + e, weight) + sess.take(op, 'c1')) >> shift
+    if bias is not None:
+        y = y + bias.reshape((1, -1) + (1,) * (len(out_shape) - 2))
+    return y
+
+
+def conv2d(sess: Session, x, weight, bias: Optional[Tensor] = None, stride=1, padding=0,
+           dilation=1, groups: int = 1, shift: Optional[int] = None,
+           key: Optional[str] = None) -> Tensor:
+    """Secure conv2d, followed by truncation and the server's bias.
+
+    The server holds W in the clear; the client's weight share is 0. Session:
+    the server sends F = W - B once (B: server-helper PRF, fixed per
+    session). Offline: the helper sends the client C0 = conv(A, B) - C1 (A:
+    client-helper PRF, fresh per run; C1: server-helper PRF) and the client
+    computes its output share conv(A, F) + C0. Online: the client sends
+    E = X0 - A (8 |X| bytes) and the server computes conv(X1 + E, W) + C1.
+
+    Args:
+        x: Input share (N, Cin, H, W), or a meta tensor / shape.
+        weight: int64 fixed-point weight at the server; its shape (tuple or
+            meta tensor) elsewhere.
+        bias: int64 bias at output scale (server only; None elsewhere).
+        shift: Truncation bits after the product (default ``frac_bits``).
+        key: Name identifying the weight within the session (default: the op
+            number, i.e. the position of the call in the program).
+    """
+    w_shape = _shape(weight)
+    out_shape = conv_out_shape(_shape(x), w_shape, stride, padding, dilation)
+
+    def apply(a, w):
+        return ring_conv2d(a, w, stride, padding, dilation, groups)
+    return _linear_layer(sess, x, weight, bias, shift, key, apply, out_shape, w_shape)
+
+
+def linear(sess: Session, x, weight, bias: Optional[Tensor] = None,
+           shift: Optional[int] = None, key: Optional[str] = None) -> Tensor:
+    """Secure fully connected layer ``x @ W.T`` (x: (N, in), W: (out, in)); as conv2d."""
+    w_shape = _shape(weight)
+    out_shape = (_shape(x)[0], w_shape[0])
+    return _linear_layer(sess, x, weight, bias, shift, key, ring_linear, out_shape, w_shape)
+
+
+# ------------------------------------------------------------------ multiplication
+def _beaver(sess: Session, op: int, x, y, up=None) -> Tensor:
+    """Beaver product ``x * up(y)``; ``up`` maps y-shaped to x-shaped (public).
+
+    Offline: the helper sends the client C0 = A * up(B) - C1. Online: each of
+    client and server sends [E_j | F_j] in one message (E at x's size, F at
+    y's size) and computes Z_j = j E up(F) + E up(B_j) + A_j up(F) + C_j.
+    """
+    xs, ys = _shape(x), _shape(y)
+    up = up or (lambda t: t)
+    if sess.is_offline:
+        if sess.role == 'helper':
+            a0, b0 = sess.stream('ch', op, 10).ring(xs), sess.stream('ch', op, 11).ring(ys)
+            a1, b1 = sess.stream('sh', op, 10).ring(xs), sess.stream('sh', op, 11).ring(ys)
+            c1 = sess.stream('sh', op, 12).ring(xs)
+            sess.send('client', (a0 + a1) * up(b0 + b1) - c1)
+        elif sess.role == 'client':
+            sess.put(op, 'c', sess.recv('helper').reshape(xs))
+        else:
+            sess.put(op, 'c', sess.stream('sh', op, 12).ring(xs))
+        return meta(xs)
+    if sess.role == 'helper':
+        return meta(xs)
+    pair = 'ch' if sess.role == 'client' else 'sh'
+    a, b = sess.stream(pair, op, 10).ring(xs), sess.stream(pair, op, 11).ring(ys)
+    c = sess.take(op, 'c')
+    ef = torch.cat([(x - a).reshape(-1), (y - b).reshape(-1)])
+    sess.send(_other(sess), ef)
+    ef = ef + sess.recv(_other(sess))
+    nx = int(np.prod(xs, dtype=np.int64))
+    e, f = ef[:nx].reshape(xs), up(ef[nx:].reshape(ys))
+    z = e * up(b) + a * f + c
+    return z + e * f if _j(sess) else z
+
+
+def mult(sess: Session, x, y) -> Tensor:
+    """Element-wise product of two shared tensors of the same shape (Beaver)."""
+    return _beaver(sess, sess.next_op(), x, y)
+
+
+# ------------------------------------------------------------------ comparison
+def _pc_masks(sess: Session, op: int, n: int, cols: int):
+    """PrivateCompare's data-independent client-server randomness: the nonzero
+    multipliers s and an independent random column permutation per element."""
+    s = sess.stream('cs', op, 21).zp_nonzero((n, cols)).to(DTYPE)
+    return s, sess.stream('cs', op, 22).permutations(n, cols)
+
+
+def _private_compare(sess: Session, op: int, xbits_share, t_bits, beta, masks) -> Tensor:
+    """PrivateCompare, client/server side: send the blinded columns to the helper.
+
+    The helper-known value x is bit-shared over Z_67 (``xbits_share``, (n, m)
+    MSB first); ``t_bits`` (n, m) are the bits of the public t; ``beta`` (n,)
+    the client-server mask bit. The helper learns ``beta xor [x > t]`` from
+    m + 1 columns per element (the last one detects x == t for beta = 1),
+    each multiplied by a fresh nonzero s and permuted by an independent
+    random permutation per element.
+    """
+    n, m = t_bits.shape
+    j = _j(sess)
+    xs = xbits_share.to(DTYPE)
+    t = t_bits.to(DTYPE)
+    bt = beta.to(DTYPE).unsqueeze(1)
+    w = xs * (1 - 2 * t) + j * t                         # shares of x_i xor t_i
+    pre = torch.cumsum(w, 1) - w                          # sum over i < j
+    total = w.sum(1, keepdim=True)
+    sign = 1 - 2 * bt                                     # +1 for beta = 0, -1 for beta = 1
+    cols = pre + sign * (j * t - xs) + j                 # beta=0: t - x + 1; beta=1: x - t + 1
+    extra = total + j * (1 - bt)                          # beta=0: sum + 1; beta=1: sum
+    c = torch.cat([cols, extra], 1) % P
+    s, perm = masks
+    d = torch.gather((c * s) % P, 1, perm).to(torch.uint8)
+    sess.send('helper', d)
+
+
+def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
+    """Shares of DReLU(x) = [x >= 0] (int64 0/1), exact at bits=64.
+
+    With ``bits < 64`` (set per call) the compared value is the pre-shifted
+    ``(x >> shift) << (64 - bits)`` (local truncation, then an exact left
+    shift)``: its sign is computed exactly, so the result is right whenever
+    ``-2^(bits-1+shift) + 2^shift <= x < 2^(bits-1+shift)`` ulp, apart from
+    ``0 <= x < 2^shift``, which the local truncation (-1 ulp of ``2^shift``)
+    may turn negative.
+
+    Protocol (MSB of a = y - X through the low 63-bit borrow, no
+    ShareConvert): offline, the helper draws X, sends the server
+    X1 = X - X0 (8 B) and Z_67 shares of the compared bits of X (bits - 1
+    B). Online: client and server open y = a + X to each other (8 B each),
+    run PrivateCompare on the compared bits of X against y (``bits`` B each
+    to the helper), and the helper sends the server its share of
+    g = MSB(X) xor beta' (8 B). Then DReLU = 1 - (g xor MSB(y) xor beta).
+    """
+    if not 2 <= bits <= 64:
+        raise ValueError(f'bits must be in [2, 64], got {bits}')
+    op = sess.next_op()
+    shape = _shape(x)
+    n = int(np.prod(shape, dtype=np.int64))
+    m = bits - 1                     # compared bits 62 .. 64 - bits
+    lo = 64 - bits
+    if sess.is_offline:
+        if sess.role == 'helper':
+            big_x = sess.stream('own', op, 0).ring((n,))
+            x0 = sess.stream('ch', op, 0).ring((n,))
+            u = sess.stream('ch', op, 1).zp((n, m)).to(DTYPE)
+            v = (bits_msb_first(big_x, 62, lo).to(DTYPE) - u) % P
+            sess.send('server', big_x - x0)
+            sess.send('server', v.to(torch.uint8))
+            sess.put(op, 'msbx', msb(big_x))
+        elif sess.role == 'server':
+            sess.put(op, 'x1', sess.recv('helper'))
+            sess.put(op, 'v', sess.recv('helper').reshape(n, m))
+        if sess.role != 'helper':  # precompute the comparison's masks
+            sess.put(op, 'pc', _pc_masks(sess, op, n, m + 1))
+        return meta(shape)
+    if sess.role == 'helper':
+        d = sess.recv('client').to(DTYPE) + sess.recv('server').to(DTYPE)
+        beta_p = ((d.reshape(n, m + 1) % P) == 0).any(1).to(DTYPE)
+        g = sess.take(op, 'msbx') ^ beta_p
+        sess.send('server', g - sess.stream('ch', op, 2).ring((n,)))
+        return meta(shape)
+    a = x.reshape(-1)
+    if bits < 64 or shift:
+        a = (a >> shift) << lo
+    if sess.role == 'client':
+        mask = sess.stream('ch', op, 0).ring((n,))
+        xb = sess.stream('ch', op, 1).zp((n, m))
+    else:
+        mask, xb = sess.take(op, 'x1'), sess.take(op, 'v')
+    y_j = a + mask
+    sess.send(_other(sess), y_j)
+    y = y_j + sess.recv(_other(sess))
+    beta = sess.stream('cs', op, 20).bits((n,))
+    _private_compare(sess, op, xb, bits_msb_first(y, 62, lo), beta, sess.take(op, 'pc'))
+    q = msb(y) ^ beta
+    if sess.role == 'client':
+        g = sess.stream('ch', op, 2).ring((n,))
+        out = torch.where(q == 1, g, 1 - g)
+    else:
+        g = sess.recv('helper')
+        out = torch.where(q == 1, g, -g)
+    return out.reshape(shape)
+
+
+def relu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
+    """ReLU(x) = x * DReLU(x); exact at the default ``bits=64``."""
+    return mult(sess, x, drelu(sess, x, bits, shift))
+
+
+# ------------------------------------------------------------------ Block-ReLU
+def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) -> Tensor:
+    """Secure Block-ReLU of ``x`` (N, C, H, W) with per-channel patch sizes (C, 2).
+
+    Patch sums are local; one batched DReLU over all N_blk patches of the
+    layer decides the gates (sign of the patch sum = sign of the patch mean;
+    gate = sum >= 0); then a Beaver product of the M_act gated activations
+    with the gates where F is sent only per patch. Identity (0, 1) channels
+    pass through and zero (1, 0) channels become 0, both free.
+
+    With ``bits < 64`` or ``shift > 0``, each patch sum is first shifted right
+    by ``shift + floor(log2(valid pixels))`` (so it is about the patch mean
+    times [1, 2)) and then handled as in :func:`drelu`: means must fit in
+    about ``2^(bits - 1 + shift)`` ulp.
+    """
+    N, C, H, W = _shape(x)
+    sizes = check_block_sizes(block_sizes, C)
+    plan = _Plan(sizes, H, W, torch.device('cpu'))
+    n_p = plan.n_slots - 2
+    index = plan.index
+    if n_p == 0:
+        if not sess.has_data:
+            return x if isinstance(x, Tensor) else meta((N, C, H, W))
+        keep = (index != n_p + 1).reshape(1, C, H, W).to(DTYPE)
+        return x * keep
+    act = torch.nonzero(index < n_p).reshape(-1)
+    idx = index[act]
+    if sess.has_data:
+        flat = x.reshape(N, C * H * W)
+        sums = torch.zeros((N, plan.n_slots), dtype=DTYPE).scatter_add_(
+            1, index.expand(N, -1), flat)[:, :n_p]
+        if bits < 64 or shift:
+            counts = torch.bincount(idx, minlength=n_p)
+            sums = sums >> (torch.floor(torch.log2(counts.to(torch.float64))).to(DTYPE) + shift)
+        gates = drelu(sess, sums, bits, 0)
+        z = _beaver(sess, sess.next_op(), flat[:, act], gates, up=lambda t: t[:, idx])
+        out = flat.clone()
+        out[:, act] = z
+        out[:, index == n_p + 1] = 0
+        return out.reshape(N, C, H, W)
+    drelu(sess, meta((N, n_p)), bits, 0)
+    _beaver(sess, sess.next_op(), meta((N, act.numel())), meta((N, n_p)),
+            up=lambda t: t[:, idx])
+    return meta((N, C, H, W))
+
+
+# ------------------------------------------------------------------ MaxPool
+def max_pool2d(sess: Session, x, kernel_size, stride=None, padding=0, bits: int = 64,
+               shift: int = 0) -> Tensor:
+    """Secure max pooling (any kernel, stride, padding; floor mode).
+
+    Padding replicates the nearest edge pixel, which is always inside the same
+    window, so it equals -inf padding. The K = kh*kw window values are
+    reduced by a tree of pairwise maxima ``max(a, b) = b + ReLU(a - b)``:
+    K - 1 ReLUs per output in ceil(log2 K) batched levels.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride or kernel_size), \
+        _pair(padding)
+    N, C, H, W = _shape(x)
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    out_shape = (N, C, Ho, Wo)
+    if sess.has_data:
+        rows = torch.arange(-ph, H + ph).clamp(0, H - 1)
+        cols = torch.arange(-pw, W + pw).clamp(0, W - 1)
+        xp = x[:, :, rows][:, :, :, cols]
+        win, _, _ = _im2col(xp, (kh, kw), (sh, sw), (0, 0), (1, 1))
+        vals = [win[:, :, i].reshape(out_shape) for i in range(kh * kw)]
+    else:
+        vals = [meta(out_shape)] * (kh * kw)
+    while len(vals) > 1:
+        half = len(vals) // 2
+        a = torch.stack(vals[0:2 * half:2])
+        b = torch.stack(vals[1:2 * half:2])
+        m = add(sess, b, relu(sess, a - b, bits, shift))
+        vals = list(m.unbind(0)) + vals[2 * half:]
+    return vals[0]

@@ -1,0 +1,203 @@
+"""Compiled tiny target networks, run by three party processes over real TLS sockets.
+
+Each run is checked against the plaintext float model (fixed-point error,
+same predictions) and its measured bytes against the cost model (``ours``),
+per (phase, sender, receiver) and per layer.
+
+The networks are the four targets' classes (mmpretrain ResNet_CIFAR / ResNet,
+mmseg EncoderDecoder with ResNetV1c or MobileNetV2, ASPPHead and an FCN
+auxiliary head), a few channels wide, with BatchNorm statistics randomised
+so that folding is not the identity.
+"""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from block_relu_plugin.conversion import (convert_block_relu, find_relu_sites,
+                                          relu6_to_relu, split_reused_relus)
+from block_relu_plugin.mpc import LocalCluster
+from block_relu_plugin.mpc.infer import secure_inference
+from block_relu_plugin.spec import BlockReLUSpec
+
+#: per-channel codes cycled through every site: ReLU, patches, identity, zero
+MIXED = [(1, 1), (2, 2), (0, 1), (1, 0), (3, 2), (1, 4), (8, 8), (2, 1)]
+
+
+def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(c, generator=g) * 0.6 - 0.3)
+    return model.eval()
+
+
+def resnet_cifar(seed: int = 0, num_classes: int = 10) -> nn.Module:
+    """ResNet18-CIFAR (mmpretrain ResNet_CIFAR), 8 base channels."""
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='ResNet_CIFAR', depth=18, stem_channels=8, base_channels=8),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=64)))
+    model.init_weights()
+    return _randomise_bn(model, seed)
+
+
+def resnet_maxpool(seed: int = 0) -> nn.Module:
+    """mmpretrain ResNet (ImageNet stem with MaxPool 3x3/s2), depth 18, 8 base channels."""
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='ResNet', depth=18, stem_channels=8, base_channels=8),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=64)))
+    model.init_weights()
+    return _randomise_bn(model, seed)
+
+
+def deeplab_r18v1c(seed: int = 0) -> nn.Module:
+    """DeepLabV3 with a ResNetV1c-18 backbone (deep stem, MaxPool, dilated), ASPP + FCN aux."""
+    from mmseg.registry import MODELS
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(
+        type='EncoderDecoder',
+        backbone=dict(type='ResNetV1c', depth=18, stem_channels=8, base_channels=8,
+                      num_stages=4, out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4),
+                      strides=(1, 2, 1, 1), contract_dilation=True),
+        decode_head=dict(type='ASPPHead', in_channels=64, in_index=3, channels=16,
+                         dilations=(1, 2, 3), dropout_ratio=0.1, num_classes=5,
+                         align_corners=False),
+        auxiliary_head=dict(type='FCNHead', in_channels=32, in_index=2, channels=8,
+                            num_convs=1, concat_input=False, num_classes=5),
+        test_cfg=dict(mode='whole')))
+    model.init_weights()
+    return _randomise_bn(model, seed)
+
+
+def deeplab_mnv2(seed: int = 0) -> nn.Module:
+    """DeepLabV3 with mmseg's MobileNetV2 (widen 0.25, dilated), ReLU6 -> ReLU."""
+    from mmseg.registry import MODELS
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(
+        type='EncoderDecoder',
+        backbone=dict(type='MobileNetV2', widen_factor=0.25, strides=(1, 2, 2, 1, 1, 1, 1),
+                      dilations=(1, 1, 1, 2, 2, 4, 4), out_indices=(1, 2, 4, 6)),
+        decode_head=dict(type='ASPPHead', in_channels=80, in_index=3, channels=16,
+                         dilations=(1, 2, 3), dropout_ratio=0.1, num_classes=5,
+                         align_corners=False),
+        auxiliary_head=dict(type='FCNHead', in_channels=24, in_index=2, channels=8,
+                            num_convs=1, concat_input=False, num_classes=5),
+        test_cfg=dict(mode='whole')))
+    model.init_weights()
+    return _randomise_bn(model, seed)
+
+
+def mixed_spec(model: nn.Module, size: int, codes=MIXED, every: int = 1) -> BlockReLUSpec:
+    """Every ``every``-th site gets the cycled per-channel ``codes`` (others stay ReLU)."""
+    sites = find_relu_sites(split_reused_relus(model), size)
+    chosen = {}
+    for i, s in enumerate(sites):
+        if i % every == 0:
+            chosen[s.name] = np.asarray([codes[(c + i) % len(codes)] for c in range(s.channels)])
+    return BlockReLUSpec(chosen)
+
+
+def with_spec(model: nn.Module, size: int, every: int = 1) -> nn.Module:
+    """``model`` converted to Block-ReLU with :func:`mixed_spec` (in place)."""
+    return convert_block_relu(model, mixed_spec(model, size, every=every), partial=True)
+
+
+def mnv2_converted(seed: int = 0, size: int = 32) -> nn.Module:
+    return with_spec(relu6_to_relu(deeplab_mnv2(seed)), size, every=2)
+
+
+# ----------------------------------------------------------------- tests
+@pytest.fixture(scope='module')
+def net_cluster():
+    # a generous receive timeout: parties import mmpretrain/mmseg on their
+    # first program, at different speeds on a loaded machine
+    with LocalCluster(timeout=300, light=True) as cl:
+        yield cl
+
+
+def _images(n, size, seed=0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def check_agreement(res, tol):
+    """Logits within ``tol`` of the float model; equal predictions where not a near tie."""
+    logits, plain = res['logits'], res['plain_logits']
+    err = (logits - plain).abs().max()
+    assert err <= tol, (err, tol)
+    top2 = plain.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * tol
+    if res['task'] == 'classification':
+        got = torch.stack(res['predictions'])
+        want = torch.stack(res['plain_predictions'])
+        assert torch.equal(got[clear], want[clear])
+    else:
+        assert res['agreement'] >= 0.97, res['agreement']
+
+
+def check_bytes(res):
+    """Measured == predicted, per layer and per (phase, src, dst)."""
+    pred = res['predicted']
+    measured = res['measured']
+    assert set(measured) == set(k for k, c in pred.layers.items() if c.total())
+    for label, c in pred.layers.items():
+        assert measured.get(label, c) == c, label
+    assert res['predicted_equal']
+
+
+@pytest.mark.parametrize('bits', [64, 16])
+def test_resnet_cifar_block_relu(net_cluster, bits):
+    model = with_spec(resnet_cifar(), 16)
+    res = secure_inference(model, images=_images(2, 16), labels=[0, 1], bits=bits,
+                           batch_size=2, cluster=net_cluster)
+    check_agreement(res, 0.02)
+    check_bytes(res)
+    assert res['bytes']['session'] > 0  # masked weights, once
+    assert res['time']['online_per_image'] > 0
+
+
+def test_resnet_maxpool_batch_equals_singles(net_cluster):
+    model = resnet_maxpool()
+    x = _images(2, 32, seed=1)
+    both = secure_inference(model, images=x, batch_size=2, cluster=net_cluster)
+    single = secure_inference(model, images=x, batch_size=1, cluster=net_cluster)
+    check_agreement(both, 0.02)
+    check_bytes(both)
+    check_bytes(single)
+    # same values up to the ±1 ulp local-truncation noise; same predictions
+    assert (both['logits'] - single['logits']).abs().max() < 0.01
+    assert all(torch.equal(a, b) for a, b in zip(both['predictions'], single['predictions']))
+    # a batch of 2 sends what two single runs send (weights once per session)
+    for phase in ('offline', 'online', 'session'):
+        assert both['bytes'][phase] == single['bytes'][phase], phase
+
+
+def test_deeplab_resnetv1c(net_cluster):
+    model = with_spec(deeplab_r18v1c(), 32, every=2)
+    res = secure_inference(model, images=_images(1, 32, seed=2), bits=20,
+                           labels=[torch.randint(0, 5, (32, 32))], cluster=net_cluster)
+    assert res['task'] == 'segmentation'
+    assert res['predictions'][0].shape == (32, 32)
+    check_agreement(res, 0.02)
+    check_bytes(res)
+    assert abs(res['miou'] - res['plain_miou']) < 5
+    assert not any(k.startswith('auxiliary_head') for k in res['measured'])
+
+
+def test_deeplab_mobilenetv2(net_cluster):
+    model = mnv2_converted()
+    res = secure_inference(model, images=_images(1, 32, seed=3), bits=16,
+                           cluster=net_cluster)
+    check_agreement(res, 0.02)
+    check_bytes(res)
