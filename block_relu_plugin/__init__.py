@@ -23,6 +23,8 @@ if _HAS_MMCV and importlib.util.find_spec('mmpretrain') is not None:
     from .models import classifier  # noqa: F401
 if _HAS_MMCV and importlib.util.find_spec('mmseg') is not None:
     from .models import segmentor  # noqa: F401
+if _HAS_MMCV:
+    from . import datasets  # noqa: F401  (the demo datasets register themselves)
 
 __all__ = [
     'BlockReLU', 'num_drelus', 'ReLUSite', 'find_relu_sites', 'count_relus',

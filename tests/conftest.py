@@ -1,36 +1,13 @@
 import os
+import sys
 
 import pytest
 import torch
 
 import block_relu_plugin  # noqa: F401  (registers the plugin)
 
-TEST_DIR = os.path.dirname(__file__)
-CONFIG_DIR = os.path.join(TEST_DIR, 'data', 'configs')
-
-# name -> (test config, input size used in tests, block_relu_cfg edits)
-NETWORKS = {
-    'resnet18_cifar': ('resnet18_cifar.py', 32, {}),
-    'resnet50': ('resnet50.py', 64, {}),
-    'deeplabv3_r50': ('deeplabv3_r50.py', 64, {}),
-    'deeplabv3_mnv2': ('deeplabv3_mnv2.py', 64, {'relu6_to_relu': True}),
-}
-
-
-def network_config(name):
-    return os.path.join(CONFIG_DIR, NETWORKS[name][0])
-
-
-def build_network(name, seed=0):
-    """Build a target network from its test config: the plain upstream model, unsplit."""
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-    cfg = Config.fromfile(network_config(name))
-    init_default_scope(cfg.default_scope)
-    torch.manual_seed(seed)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model
+# Test modules import shared helpers (networks.py) from this folder.
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(autouse=True)

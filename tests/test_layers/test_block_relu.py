@@ -77,11 +77,14 @@ def test_inplace_matches_out_of_place_and_grad():
     assert torch.equal(a.grad, (expected != 0).float())
 
 
-def test_non_finite_inputs_behave_like_relu():
+def test_non_finite_inputs_are_not_hidden():
     x = torch.tensor([[[[float('-inf'), 1.0], [float('nan'), -2.0]]]])
     assert torch.equal(BlockReLU([[1, 1]])(x).nan_to_num(7), torch.relu(x).nan_to_num(7))
-    y = BlockReLU([[1, 2]])(torch.tensor([[[[float('-inf'), 5.0]]]]))
-    assert torch.equal(y, torch.zeros(1, 1, 1, 2))
+    # A NaN makes its patch's sum NaN (not > 0): the patch is gated off, and
+    # the NaN stays visible in the output instead of becoming 0.
+    y = BlockReLU([[1, 2]])(torch.tensor([[[[float('nan'), 5.0], [1.0, 2.0]]]]))
+    assert torch.isnan(y[0, 0, 0, 0]) and y[0, 0, 0, 1] == 0
+    assert torch.equal(y[0, 0, 1], torch.tensor([1.0, 2.0]))
 
 
 def test_float16_gates_match_float32():
@@ -91,6 +94,7 @@ def test_float16_gates_match_float32():
     y16 = BlockReLU(sizes)(x)
     assert y16.dtype == torch.float16
     assert torch.equal((y16 != 0), BlockReLU(sizes)(x.float()) != 0)
+    assert torch.equal(BlockReLU(sizes).gate(x), BlockReLU(sizes).gate(x.float()).half())
 
 
 def test_no_state_in_state_dict_and_channel_mismatch():

@@ -5,12 +5,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # party processes import mpc_programs
 
-ROLES = ('client', 'server', 'helper')
-
-
-def all3(*args):
-    """The same arguments for the three parties (only the client uses the data)."""
-    return {r: args for r in ROLES}
+from mpc_util import ROLES, all3  # noqa: E402,F401
 
 
 @pytest.fixture(scope='session')

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import mpc_programs as MP
-from conftest import ROLES, all3
+from mpc_util import ROLES, all3
 
 from block_relu_plugin.layers.block_relu import BlockReLU
 from block_relu_plugin.mpc import cost, ring

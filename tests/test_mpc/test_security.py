@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mpc_programs as MP
-from conftest import ROLES, all3
+from mpc_util import ROLES, all3
 
 
 def _byte_stats(payloads):

@@ -27,10 +27,13 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
-# num_workers=0: samples are in memory and cheap to make; 2 shared cores.
+# num_workers=0: samples are in memory and cheap to make (2 shared cores).
+# persistent_workers=False must then be explicit: mmpretrain's tools/train.py
+# defaults it to True, which torch rejects without workers.
 train_dataloader = dict(
     batch_size=64,
     num_workers=0,
+    persistent_workers=False,
     dataset=dict(type=dataset_type, data_root=data_root, split='train',
                  pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
@@ -38,6 +41,7 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=64,
     num_workers=0,
+    persistent_workers=False,
     dataset=dict(type=dataset_type, data_root=data_root, split='test', test_mode=True,
                  pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),

@@ -12,9 +12,11 @@ dataset_type = 'FashionMosaicDataset'
 data_root = '/usr/share/datasets/fashion-mnist/'
 crop_size = (64, 64)
 num_classes = 11
-# For the model: model = dict(data_preprocessor=data_preprocessor, ...)
-# (mean / std of the mosaics, 0-255, same on all channels).
-data_preprocessor = dict(
+# For the model (mean / std of the mosaics, 0-255, same on all channels):
+#   model = dict(data_preprocessor=_base_.mosaic_data_preprocessor, ...)
+# Not named `data_preprocessor`: mmseg's model bases define that, and mmengine
+# refuses a key defined by two bases.
+mosaic_data_preprocessor = dict(
     type='SegDataPreProcessor',
     mean=[34.633, 34.633, 34.633],
     std=[72.044, 72.044, 72.044],
@@ -30,15 +32,18 @@ train_pipeline = [
 ]
 test_pipeline = [dict(type='PackSegInputs')]
 
+# num_workers=0: samples are cheap to make in memory (2 shared cores).
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=data_root, split='train', num_mosaics=8000,
                  pipeline=train_pipeline, **mosaic_cfg))
 val_dataloader = dict(
     batch_size=8,
     num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, split='test', num_mosaics=500,
                  test_mode=True, pipeline=test_pipeline, **mosaic_cfg))
