@@ -11,5 +11,6 @@ model = dict(
 load_from = 'work_dirs/resnet18_8xb16_cifar100/epoch_200.pth'
 # Paper schedule: SGD lr 0.005, 120 epochs, step decay.
 optim_wrapper = dict(optimizer=dict(lr=0.005))
-param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[40, 80], gamma=0.1)
+param_scheduler = dict(
+    _delete_=True, type='MultiStepLR', by_epoch=True, milestones=[40, 80], gamma=0.1)
 train_cfg = dict(by_epoch=True, max_epochs=120, val_interval=1)

@@ -9,5 +9,6 @@ model = dict(
 load_from = 'work_dirs/resnet50-avgpool_8xb32_in1k/epoch_5.pth'
 # Paper schedule: SGD lr 0.005, 25 epochs, step decay.
 optim_wrapper = dict(optimizer=dict(lr=0.005))
-param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[10, 20], gamma=0.1)
+param_scheduler = dict(
+    _delete_=True, type='MultiStepLR', by_epoch=True, milestones=[10, 20], gamma=0.1)
 train_cfg = dict(by_epoch=True, max_epochs=25, val_interval=1)
