@@ -602,10 +602,19 @@ def _identity_types() -> Tuple[type, ...]:
     return tuple(types)
 
 
-class _Trace:
-    """One float forward with hooks: the leaf calls and the tensors they pass on."""
+class _Trace(TorchFunctionMode):
+    """One float forward with hooks: the leaf calls and the tensors they pass on.
+
+    Consumers of a leaf's output are the leaves it is passed to and the torch
+    operations applied to it outside any leaf (e.g. a residual add), named
+    ``<op>``: a conv output with any consumer besides its BN cannot be folded.
+    """
+
+    _SHAPE_ONLY = {'__get__', 'size', 'dim', 'numel', '__len__', 'ndimension'}
 
     def __init__(self, model: nn.Module, input_size: Tuple[int, int], in_channels: int):
+        super().__init__()
+        self.depth = 0  # leaves running
         self.paths = {m: n for n, m in model.named_modules()}
         self.calls: List[str] = []           # called modules, in order (with repeats)
         self.produced: Dict[int, Tuple[str, Tensor]] = {}  # id(output) -> (leaf, tensor)
@@ -619,7 +628,7 @@ class _Trace:
         modes = {m: m.training for m in model.modules()}
         try:
             model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), self:
                 run_tensor_forward(model, torch.zeros(1, in_channels, *input_size))
         finally:
             for h in handles:
@@ -628,11 +637,23 @@ class _Trace:
                 m.training = mode
         self.produced.clear()
 
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, '__name__', repr(func))
+        if self.depth == 0 and name not in self._SHAPE_ONLY:
+            for a in list(args) + list(kwargs.values()):
+                for t in (a if isinstance(a, (list, tuple)) else (a,)):
+                    if isinstance(t, Tensor) and id(t) in self.produced:
+                        self.consumers.setdefault(self.produced[id(t)][0], []).append(
+                            f'<{name}>')
+        return func(*args, **kwargs)
+
     def _pre(self, module, args):
         path = self.paths[module]
         self.calls.append(path)
         if list(module.children()):
             return
+        self.depth += 1
         srcs = []
         for a in args:
             if isinstance(a, Tensor) and id(a) in self.produced:
@@ -642,6 +663,7 @@ class _Trace:
         self.inputs_of[path] = srcs
 
     def _post(self, module, args, out):
+        self.depth -= 1
         if isinstance(out, Tensor):
             self.produced[id(out)] = (self.paths[module], out)  # keeps the id alive
 
@@ -676,7 +698,8 @@ def compile_model(model: nn.Module,
                   with_weights: bool = True,
                   pool_before_relu: bool = False,
                   trace_size: Sequence[int] = (32, 32),
-                  in_channels: int = 3) -> SecureProgram:
+                  in_channels: int = 3,
+                  uid: Optional[str] = None) -> SecureProgram:
     """Compile a converted mmpretrain classifier or mmseg segmentor (or a plain module).
 
     Args:
@@ -698,6 +721,8 @@ def compile_model(model: nn.Module,
         trace_size: Input size of the float trace that finds conv->BN pairs
             and validates the network; the program itself runs at any size.
         in_channels: Input channels.
+        uid: Names the program's weights in a session (default: random).
+            Parties that compile separately may pass the same string.
 
     Returns:
         SecureProgram: runnable by all three parties.
@@ -713,7 +738,7 @@ def compile_model(model: nn.Module,
     split_reused_relus(m)
     trace = _Trace(m, _pair(trace_size), in_channels)
     modules = dict(m.named_modules())
-    uid = uuid.uuid4().hex[:12]
+    uid = uid or uuid.uuid4().hex[:12]
 
     def quant(t: Tensor) -> Optional[Tensor]:
         return encode(t, frac_bits) if with_weights else None
@@ -760,9 +785,12 @@ def compile_model(model: nn.Module,
             replace[path] = SecureGlobalAvgPool(path)
         elif isinstance(mod, identity_types):
             replace[path] = SecureIdentity(path)
-        else:
+        elif (type(mod).__module__.startswith('torch.nn.')
+              or any(True for _ in mod.parameters()) or any(True for _ in mod.buffers())):
             raise UnsupportedLayerError(
                 f'{path} ({type(mod).__name__}): layer not supported by the secure runtime')
+        # else: a stateless custom leaf keeps its forward, whose tensor ops the
+        # guard checks (views and share additions pass, anything else is refused)
     for path in called:
         if isinstance(modules[path], _BatchNorm):
             if path not in folded:
@@ -776,7 +804,7 @@ def compile_model(model: nn.Module,
         _set(m, path, new)
     options = dict(bits=bits, shift=shift, relu_bits=relu_bits, relu_shift=relu_shift,
                    pool_bits=pool_bits, pool_shift=pool_shift, frac_bits=frac_bits,
-                   pool_before_relu=pool_before_relu)
+                   pool_before_relu=pool_before_relu, in_channels=in_channels)
     task = 'segmentation' if hasattr(m, 'decode_head') else 'classification'
     align = bool(getattr(getattr(m, 'decode_head', None), 'align_corners', False))
     program = SecureProgram(m, task, align, options, uid, has_weights=with_weights)
@@ -789,7 +817,7 @@ def compile_model(model: nn.Module,
 def _folded_bn(conv_path: str, trace: _Trace, modules) -> Optional[str]:
     """The BatchNorm that consumes (only) this conv's output, if any."""
     users = trace.consumers.get(conv_path, [])
-    bns = [u for u in users if isinstance(modules[u], _BatchNorm)]
+    bns = [u for u in users if u in modules and isinstance(modules[u], _BatchNorm)]
     if not bns:
         return None
     bn = modules[bns[0]]

@@ -200,5 +200,6 @@ def predict_costs(config_or_model: Union[str, nn.Module, SecureProgram],
         compile_kwargs.setdefault('with_weights', False)
         program = compile_model(model, **compile_kwargs)
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    return program_costs(program, (batch_size, 3, int(h), int(w)), protocol,
+    channels = program.options.get('in_channels', 3)
+    return program_costs(program, (batch_size, channels, int(h), int(w)), protocol,
                          handshake=handshake)

@@ -1,0 +1,132 @@
+"""The compiler: folding, per-site options, refusals (in-process, no parties)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from test_networks import deeplab_mnv2, deeplab_r18v1c, resnet_cifar, resnet_maxpool, with_spec
+
+from block_relu_plugin.conversion import relu6_to_relu
+from block_relu_plugin.mpc import ring
+from block_relu_plugin.mpc.compiler import (SecureConv2d, SecureIdentity, SecureMaxPool2d,
+                                            SecureReLU, UnsupportedLayerError, _fold_bn,
+                                            compile_model, default_shift, dump_program,
+                                            load_program)
+from block_relu_plugin.mpc.costmodel import program_costs
+
+
+class Resize(nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
+
+
+class Scale(nn.Module):
+    def forward(self, x):
+        return x * 0.5
+
+
+class TwoUses(nn.Module):
+    """A conv output used by its BN and by a residual add: cannot be folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+@pytest.mark.parametrize('model,where,what', [
+    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU()), '1', 'GELU'),
+    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6()), '1', 'ReLU6'),
+    (nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1)), '0', 'BatchNorm2d'),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), nn.LayerNorm([4, 32, 32])), '1', 'LayerNorm'),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), Resize()), '1', 'Resize'),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), Scale()), '1', 'mul'),
+    (TwoUses(), 'bn', 'BatchNorm2d'),
+])
+def test_unsupported_refused_by_name(model, where, what):
+    with pytest.raises(UnsupportedLayerError) as e:
+        compile_model(model.eval())
+    assert where in str(e.value) and what in str(e.value)
+
+
+def test_mobilenetv2_needs_relu6_to_relu():
+    with pytest.raises(UnsupportedLayerError, match=r'backbone\.conv1\.activate \(ReLU6\)'):
+        compile_model(deeplab_mnv2(), with_weights=False)
+    compile_model(relu6_to_relu(deeplab_mnv2()), with_weights=False)
+
+
+def test_fold_bn_matches_float():
+    model = resnet_cifar()
+    conv, bn = model.backbone.conv1, model.backbone.norm1
+    x = torch.randn(2, 3, 8, 8)
+    w, b = _fold_bn(conv, bn)
+    want = bn(conv(x)).double()
+    assert torch.allclose(F.conv2d(x.double(), w, b, padding=1), want, atol=1e-5)
+    prog = compile_model(model)
+    sconv = prog.model.backbone.conv1
+    assert isinstance(sconv, SecureConv2d) and isinstance(prog.model.backbone.norm1,
+                                                          SecureIdentity)
+    assert torch.equal(sconv.weight, ring.encode(w, 12))
+    assert torch.equal(sconv.bias, ring.encode(b, 12))
+
+
+def test_public_program_has_no_weights_and_pickles():
+    prog = compile_model(resnet_cifar())
+    pub = prog.public()
+    convs = [m for m in pub.model.modules() if isinstance(m, SecureConv2d)]
+    assert convs and all(m.weight is None and m.bias is None for m in convs)
+    assert all(m.weight is not None for m in prog.model.modules()
+               if isinstance(m, SecureConv2d))
+    again = load_program(dump_program(pub))
+    assert again.uid == prog.uid and len(again.sites()) == len(prog.sites())
+    # no float parameter is left anywhere in the public program
+    assert not any(p.is_floating_point() for p in pub.model.parameters())
+
+
+def test_per_site_bits():
+    model = with_spec(resnet_maxpool(), 32, every=2)
+    prog = compile_model(model, bits=16, with_weights=False)
+    relus = {label: m for label, m in prog.sites() if isinstance(m, SecureReLU)}
+    block = [m for m in relus.values() if m.block_sizes is not None]
+    plain = [m for m in relus.values() if m.block_sizes is None]
+    assert block and plain
+    # Block-ReLU sites (mixed codes) compare 16 bits after the default pre-shift;
+    # plain ReLU sites and the MaxPool stay exact
+    assert all(m.bits == 16 and m.shift == default_shift(16) == 1 for m in block)
+    assert all(m.bits == 64 and m.shift == 0 for m in plain)
+    pools = [m for _, m in prog.sites() if isinstance(m, SecureMaxPool2d)]
+    assert len(pools) == 1 and pools[0].bits == 64
+
+
+def test_segmentor_structure_any_size():
+    prog = compile_model(with_spec(deeplab_r18v1c(), 32, every=2), with_weights=False)
+    assert prog.task == 'segmentation'
+    assert not any(label.startswith('auxiliary_head') for label, _ in prog.sites())
+    # the ASPP image-pool resize becomes replication, at any input size
+    for size in ((32, 32), (48, 40)):
+        rep = program_costs(prog, (1, 3) + size)
+        assert 'decode_head.image_pool.1.conv' in rep.layers
+        assert rep.layers['output'].online == 8 * 5 * (-(-size[0] // 8)) * (-(-size[1] // 8))
+
+
+def test_pool_before_relu_swaps_stem():
+    model = resnet_maxpool()
+    prog = compile_model(model, pool_before_relu=True, with_weights=False)
+    stem = prog.model.backbone
+    assert isinstance(stem.relu, SecureIdentity)
+    assert isinstance(stem.maxpool, nn.Sequential)
+    plain = compile_model(model, with_weights=False)
+    a = program_costs(prog, (1, 3, 32, 32)).layers
+    b = program_costs(plain, (1, 3, 32, 32)).layers
+    # the stem ReLU runs on the pooled map (4x fewer elements), same label
+    assert a['backbone.relu'].online * 4 == b['backbone.relu'].online
+
+
+def test_blockrelu_dispatch_all_ones_is_relu():
+    m = SecureReLU('x', 64, 0, np.ones((4, 2), dtype=np.int64))
+    assert m.block_sizes is None

@@ -1,0 +1,102 @@
+"""The cost model: the authors' published totals, and its formulas against the spec."""
+import os
+
+import pytest
+import torch
+
+from test_networks import resnet_cifar, with_spec
+
+from block_relu_plugin.mpc import cost
+from block_relu_plugin.mpc.compiler import SecureReLU, compile_model
+from block_relu_plugin.mpc.costmodel import predict_costs, program_costs, session_costs
+from block_relu_plugin.spec import BlockReLUSpec
+from block_relu_plugin.conversion import find_relu_sites, split_reused_relus
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data', 'configs')
+
+
+def build(name):
+    from block_relu_plugin.utils.config import build_model
+    return build_model(os.path.join(CONFIGS, name))
+
+
+def test_reference_resnet18_cifar_all_relu():
+    """PROTOCOL.md: ResNet18 / CIFAR-100, 32x32, all ReLU, b = 64."""
+    rep = predict_costs(build('resnet18_cifar.py'), (32, 32), protocol='reference')
+    assert rep.total.total() == rep.total.online == 493_540_032
+    relus = sum(c.total() for k, c in rep.layers.items() if 'relu' in k)
+    assert relus == 557_056 * 536
+    assert rep.layers['handshake'].total() == 128 and rep.layers['output'].total() == 800
+
+
+def test_reference_resnet50_maxpool_baseline():
+    """REFERENCE-RUNTIME.md 8: MaxPool ResNet50, pool moved before the stem ReLU."""
+    rep = predict_costs(build('resnet50.py'), (224, 224), protocol='reference',
+                        pool_before_relu=True)
+    assert rep.total.total() == 6_355_757_824
+    layers = rep.layers
+    conv = sum(c.total() for k, c in layers.items() if 'conv' in k or 'downsample' in k
+               or k == 'head.fc')
+    assert conv == 667_597_632
+    assert sum(c.total() for k, c in layers.items() if 'relu' in k) == 9_006_592 * 536
+    assert layers['backbone.maxpool'].total() == 8 * 200_704 * 536
+    assert layers['handshake'].total() + layers['output'].total() == 128 + 8_000
+
+
+def test_reference_batch_is_per_image():
+    prog = compile_model(resnet_cifar(), with_weights=False)
+    one = program_costs(prog, (1, 3, 16, 16), 'reference', handshake=True)
+    two = program_costs(prog, (2, 3, 16, 16), 'reference', handshake=True)
+    assert two.total.total() == 2 * one.total.total()
+
+
+def test_ours_weights_once_per_session():
+    prog = compile_model(resnet_cifar(), with_weights=False)
+    one = program_costs(prog, (1, 3, 16, 16))
+    again = program_costs(prog, (1, 3, 16, 16), first_use=False)
+    weights = sum(m.weight_shape[0] * int(torch.tensor(m.weight_shape[1:]).prod())
+                  for _, m in prog.sites() if hasattr(m, 'weight_shape'))
+    assert one.total.session == 8 * weights and again.total.session == 0
+    assert one.total.online == again.total.online
+    both = session_costs(prog, [(1, 3, 16, 16)] * 2)
+    assert both.total.session == 8 * weights + cost.ours.handshake().session
+    assert both.total.online == 2 * one.total.online
+
+
+@pytest.mark.parametrize('protocol,per_bit', [('ours', 3), ('reference', 6)])
+def test_drelu_bits_follow_the_spec_count(protocol, per_bit):
+    """Bytes saved by comparing 16 instead of 64 bits = per-bit cost x spec DReLUs."""
+    model = with_spec(resnet_cifar(), 16, every=2)
+    sites = find_relu_sites(split_reused_relus(resnet_cifar()), 16)
+    prog64 = compile_model(model, bits=64, with_weights=False)
+    prog16 = compile_model(model, bits=16, with_weights=False)
+    block = {label: m for label, m in prog64.sites()
+             if isinstance(m, SecureReLU) and m.block_sizes is not None}
+    spec = BlockReLUSpec({k: m.block_sizes for k, m in block.items()})
+    drelus = sum(spec.drelus([s for s in sites if s.name in block]).values())
+    a = program_costs(prog64, (1, 3, 16, 16), protocol).total.total()
+    b = program_costs(prog16, (1, 3, 16, 16), protocol).total.total()
+    assert a - b == per_bit * 48 * drelus
+
+
+def test_identity_sites_are_free():
+    model = resnet_cifar()
+    sites = find_relu_sites(split_reused_relus(model), 16)
+    from block_relu_plugin.conversion import convert_block_relu
+    model = convert_block_relu(model, BlockReLUSpec.uniform(sites, (0, 1)))
+    rep = program_costs(compile_model(model, with_weights=False), (1, 3, 16, 16))
+    assert all(rep.layers.get(s.name, cost.Cost()).total() == 0 for s in sites)
+
+
+def test_secure_cost_tool(capsys):
+    import importlib.util
+    import json
+    path = os.path.join(os.path.dirname(CONFIGS), '..', '..', 'tools', 'analysis',
+                        'secure_cost.py')
+    spec = importlib.util.spec_from_file_location('secure_cost', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([os.path.join(CONFIGS, 'resnet18_cifar.py'), '--shape', '32', '32',
+               '--protocol', 'reference', '--json'])
+    out = json.loads(capsys.readouterr().out)
+    assert out['total']['all'] == 493_540_032

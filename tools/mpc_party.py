@@ -1,0 +1,101 @@
+"""Run one party of the 3-party secure inference, e.g. on its own machine.
+
+Every party builds the (public) architecture and spec from the config; only
+the server loads the checkpoint. Start the server and helper first; the
+addresses and certificates are in the parties JSON (see
+``block_relu_plugin.mpc.launch``; certificates from ``tools/mpc_certs.py``).
+The client uses the config's test data (or --images); the server and the
+helper need the input shape (--shape), which is public.
+
+Example (three shells / machines):
+    python tools/mpc_party.py --role server --config parties.json CONFIG CKPT --shape 32 32
+    python tools/mpc_party.py --role helper --config parties.json CONFIG --shape 32 32
+    python tools/mpc_party.py --role client --config parties.json CONFIG --num-images 10
+"""
+import argparse
+import json
+
+import torch
+
+from block_relu_plugin.mpc import open_session
+from block_relu_plugin.mpc.cost import Cost
+from block_relu_plugin.mpc.compiler import compile_model
+from block_relu_plugin.mpc.infer import load_test_inputs, measured_costs, run_party
+from block_relu_plugin.utils.config import build_model, load_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--role', required=True, choices=('client', 'server', 'helper'))
+    parser.add_argument('--config', required=True, dest='parties',
+                        help='parties JSON (addresses, cert_dir, timeout, frac_bits)')
+    parser.add_argument('model_config', help='mmpretrain or mmseg config file')
+    parser.add_argument('checkpoint', nargs='?', help='weights (server only)')
+    parser.add_argument('--spec', help='Block-ReLU spec file (replaces the config\'s)')
+    parser.add_argument('--bits', type=int, default=64)
+    parser.add_argument('--relu-bits', type=int, default=64)
+    parser.add_argument('--pool-bits', type=int, default=64)
+    parser.add_argument('--num-images', type=int, default=10)
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size (server and helper; the client checks it)')
+    parser.add_argument('--images', nargs='+', help='client: image files instead of test data')
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--json-out', help='write this party\'s report here')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.role == 'server' and not args.checkpoint:
+        raise SystemExit('the server needs the checkpoint')
+    if args.role != 'server' and args.checkpoint:
+        raise SystemExit('only the server may load the checkpoint')
+    cfg = load_config(args.model_config)
+    model = build_model(cfg, spec=args.spec, checkpoint=args.checkpoint)
+    frac_bits = int(json.load(open(args.parties)).get('frac_bits', 12))
+    # same uid at every party: the weights' session keys match by name
+    program = compile_model(model, bits=args.bits, relu_bits=args.relu_bits,
+                            pool_bits=args.pool_bits, frac_bits=frac_bits,
+                            with_weights=args.role == 'server', uid='party')
+    n, bs = args.num_images, args.batch_size
+    if args.role == 'client':
+        images, labels = load_test_inputs(cfg, model, n, args.images)
+        if args.shape and tuple(images.shape[2:]) != tuple(args.shape):
+            raise SystemExit(f'inputs are {tuple(images.shape[2:])}, not --shape {args.shape}')
+        batches = [images[i:i + bs] for i in range(0, images.shape[0], bs)]
+    else:
+        if not args.shape:
+            raise SystemExit('--shape H W is required for the server and the helper')
+        c = program.options['in_channels']
+        batches = [(min(bs, n - i), c) + tuple(args.shape) for i in range(0, n, bs)]
+    with open_session(args.role, args.parties) as sess:
+        res = run_party(sess, program, batches, args.threads)
+    records = res['handshake'] + [r for batch in res['records'] for r in batch]
+    sent = measured_costs({args.role: records})
+    total = sum(sent.values(), Cost())
+    report = {'role': args.role,
+              'sent': {f'{p}:{s}->{d}': v for (p, s, d), v in sorted(total.parts.items())},
+              'time_per_batch': res['times']}
+    if args.role == 'client':
+        logits = torch.cat(res['logits'])
+        preds = [program.postprocess(logits[i:i + 1],
+                                     None if labels is None or program.task != 'segmentation'
+                                     else tuple(labels[i].shape[-2:]))[0]
+                 for i in range(logits.shape[0])]
+        if labels is not None and program.task == 'classification':
+            report['accuracy'] = float(sum(int(p) == int(t) for p, t in zip(preds, labels))
+                                       / len(preds) * 100)
+        elif labels is not None:
+            from block_relu_plugin.mpc.infer import segmentation_miou
+            report['miou'] = segmentation_miou(preds, labels, logits.shape[1])
+        report['predictions'] = [p.tolist() for p in preds] \
+            if program.task == 'classification' else None
+    print(json.dumps({k: v for k, v in report.items() if k != 'predictions'}, indent=1))
+    if args.json_out:
+        with open(args.json_out, 'w') as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
