@@ -11,9 +11,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(autouse=True)
-def _single_thread_torch():
-    # Two cores are shared with the party processes of the MPC tests.
+def _one_torch_thread():
+    # Tests run small forwards, often beside party or worker processes on two
+    # cores: one thread each avoids oversubscription (and makes two-worker
+    # distortion runs bit-identical to one-worker runs).
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)

@@ -104,6 +104,17 @@ def _split_class(cls: Type[nn.Module], forward) -> Type[nn.Module]:
     return _SPLIT_CLASSES[cls]
 
 
+def __getattr__(name: str):
+    # Split classes are made on first use; a fresh process that unpickles a
+    # split model (e.g. a party process) finds them here by their qualname.
+    if name.startswith('SplitReLU_'):
+        for cls, (forward, _) in _known_blocks().items():
+            _split_class(cls, forward)
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 def split_reused_relus(module: nn.Module) -> nn.Module:
     """Split the shared ``relu`` of known ResNet blocks into one module per call.
 

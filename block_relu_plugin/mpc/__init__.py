@@ -12,7 +12,13 @@ Modules: :mod:`.ring` (arithmetic, exact fast ``ring_conv2d``/``ring_linear``),
 the byte meter), :mod:`.certs` (CA + party certificates), :mod:`.session`
 (keys, passes, offline material), :mod:`.protocols` (the protocols),
 :mod:`.cost` (per-op byte/round formulas, ``ours`` and ``reference``),
-:mod:`.launch` (config-driven and local start-up).
+:mod:`.launch` (config-driven and local start-up); on top of them
+:mod:`.compiler` (``compile_model``: a converted mmpretrain / mmseg model to a
+secure program, BN folded, unsupported layers refused by name),
+:mod:`.costmodel` (``predict_costs``: the program's bytes under ``ours``, equal
+to the meter, or ``reference``, the authors' accounting) and :mod:`.infer`
+(``secure_inference``: the three parties on this machine, with agreement,
+bytes and time).
 
 Session and passes
 ------------------

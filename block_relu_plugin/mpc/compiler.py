@@ -46,7 +46,6 @@ Example:
 import contextlib
 import contextvars
 import copy
-import io
 import pickle
 import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -541,40 +540,21 @@ class SecureProgram:
         """The secure modules in model order, ``(label, module)``."""
         return [(m.label, m) for m in self.model.modules() if isinstance(m, SecureModule)]
 
-    def __reduce__(self):
-        # The split ResNet block classes are created at run time; a fresh party
-        # process must create them before it unpickles the model.
-        return _load_program_bytes, (_dumps(self.__dict__),)
-
-
-def _dumps(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-    return buf.getvalue()
-
-
-def _load_program_bytes(blob: bytes) -> SecureProgram:
-    _ensure_split_classes()
-    state = torch.load(io.BytesIO(blob), weights_only=False)
-    prog = SecureProgram.__new__(SecureProgram)
-    prog.__dict__.update(state)
-    return prog
-
 
 def dump_program(program: SecureProgram) -> bytes:
-    """Serialise a program for another process (it is a pickle: trusted use only)."""
+    """Serialise a program for the local launcher's own party processes.
+
+    It is a pickle (as every multiprocessing argument is): for passing a
+    program between processes of one user only, never for input from
+    someone else. Parties on separate machines build their program from the
+    config instead (``tools/mpc_party.py``).
+    """
     return pickle.dumps(program, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load_program(blob: bytes) -> SecureProgram:
     """Inverse of :func:`dump_program` (unpickles: only for blobs you produced)."""
     return pickle.loads(blob)
-
-
-def _ensure_split_classes():
-    from ..conversion import split
-    for cls, (forward, _) in split._known_blocks().items():
-        split._split_class(cls, forward)
 
 
 def _shape_of(x) -> Tuple[int, ...]:

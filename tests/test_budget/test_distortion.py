@@ -21,15 +21,6 @@ from networks import NETWORKS, build_network
 SIDE = 8  # input side of the tiny network: maps 8, 8, 4, 2, 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny forwards: with the 2 shared cores busy, one thread is many times faster
-    # than two, and the two-worker comparison needs the same thread count everywhere.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_model(seed=0, num_classes=10):
     """ResNet18-CIFAR with 8 base channels (488 ReLU channels), ReLUs split, eval mode."""

@@ -25,13 +25,6 @@ from test_distortion import SIDE, tiny_inputs, tiny_model
 TOOLS = os.path.join(os.path.dirname(__file__), '..', '..', 'tools')
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope='module')
 def sketch_dir(tmp_path_factory):

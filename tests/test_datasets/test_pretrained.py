@@ -23,14 +23,6 @@ def strip(sd, prefix='backbone.'):
     return OrderedDict((k[len(prefix):], v) for k, v in sd.items())
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small CPU forwards: one thread is as fast, and much faster on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_original_is_a_plain_state_dict(original):
     assert len(original) == 312
