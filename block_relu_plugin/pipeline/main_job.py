@@ -65,11 +65,14 @@ TASKS: Dict[str, Task] = {
     'fashion_mnist': Task(
         config='configs/demo/resnet18-w16_fashion-mnist.py', metric='accuracy/top1',
         baseline_cfg={'train_cfg.val_interval': 100},  # tested once at the end instead
+        # One pass over 40k samples per Block-ReLU network (lr 0.02, cosine): measured here
+        # 88.4 % at 6 % with the full 60k and 87.2 % with 20k (lr 0.05), against the
+        # main job's time budget of about 20 minutes.
         finetune_cfg={'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 100,
-                      'optim_wrapper.optimizer.lr': 0.01,
+                      'optim_wrapper.optimizer.lr': 0.02,
                       'param_scheduler': [dict(type='CosineAnnealingLR', by_epoch=True, T_max=1,
                                                eta_min=1e-4, convert_to_iter_based=True)],
-                      'train_dataloader.dataset.num_samples': 20000}),
+                      'train_dataloader.dataset.num_samples': 40000}),
     'fashion_mosaic': Task(
         config='configs/demo/deeplabv3_mnv2-relu_fashion-mosaic.py', metric='mIoU',
         baseline_cfg={'train_cfg.val_interval': 100000},
