@@ -76,10 +76,10 @@ TASKS: Dict[str, Task] = {
     'fashion_mosaic': Task(
         config='configs/demo/deeplabv3_mnv2-relu_fashion-mosaic.py', metric='mIoU',
         baseline_cfg={'train_cfg.val_interval': 100000},
-        finetune_cfg={'train_cfg.max_iters': 200, 'train_cfg.val_interval': 100000,
-                      'optim_wrapper.optimizer.lr': 0.002,
+        finetune_cfg={'train_cfg.max_iters': 400, 'train_cfg.val_interval': 100000,
+                      'optim_wrapper.optimizer.lr': 0.01,
                       'param_scheduler': [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0,
-                                               end=200, by_epoch=False)]},
+                                               end=400, by_epoch=False)]},
         budgets=(0.06, ), num_samples=64, secure_images=4, secure_images_other=2,
         prepare=_prepare_mobilenetv2),
 }
