@@ -13,8 +13,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
-from ..spec.spec import BlockReLUSpec
-
 #: The paper's CIFAR-100 ResNet18 secure-inference figures (PROTOCOL.md), for the plots.
 PAPER_CIFAR_R18 = {'all_relu': dict(bytes=493_540_032, seconds=2.86),
                    0.06: dict(bytes=210_344_192, seconds=1.51)}
@@ -64,7 +62,7 @@ def _prepare_mobilenetv2(work_dir: str) -> None:
 TASKS: Dict[str, Task] = {
     'fashion_mnist': Task(
         config='configs/demo/resnet18-w16_fashion-mnist.py', metric='accuracy/top1',
-        baseline_cfg={'train_cfg.val_interval': 100},  # tested once at the end instead
+        baseline_cfg={'train_cfg.val_interval': 100},  # validated at the last epoch only
         # One pass over 40k samples per Block-ReLU network (lr 0.02, cosine): measured here
         # 88.4 % at 6 % with the full 60k and 87.2 % with 20k (lr 0.05), against the
         # main job's time budget of about 20 minutes.
@@ -227,10 +225,6 @@ def write_report(work_dir: str, summary: dict, task: Task) -> None:
     _write_json(os.path.join(report_dir, 'summary.json'), summary)
     render_report(report_dir, summary, task, PAPER_CIFAR_R18)
     log(f'report written to {report_dir}')
-
-
-def spec_of(summary: dict, key: str) -> BlockReLUSpec:
-    return BlockReLUSpec.load(summary['specs'][key]['path'])
 
 
 def task_from_args(task: str, budgets: Optional[List[float]] = None) -> Task:

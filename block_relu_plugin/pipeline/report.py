@@ -89,7 +89,7 @@ def render_report(report_dir: str, summary: dict, task, paper: dict) -> None:
     sites = load_distortion(summary['distortion']['dir']).sites
     knapsack = [k for k, v in summary['specs'].items() if v['solver'] == 'exact']
     if knapsack:
-        key = '_'.join(['exact', f'{0.06:g}']) if 'exact_0.06' in knapsack else knapsack[0]
+        key = 'exact_0.06' if 'exact_0.06' in knapsack else knapsack[0]
         spec = BlockReLUSpec.load(summary['specs'][key]['path'])
         plots['patch_sizes.png'] = plot_patch_map(
             spec, sites, os.path.join(report_dir, 'patch_sizes.png'))
