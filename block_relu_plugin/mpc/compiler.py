@@ -46,7 +46,6 @@ Example:
 import contextlib
 import contextvars
 import copy
-import pickle
 import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -64,8 +63,7 @@ from . import cost as _cost
 from . import protocols as P
 from .ring import FRAC_BITS, conv_out_shape, decode, encode
 
-__all__ = ['UnsupportedLayerError', 'SecureProgram', 'compile_model', 'default_shift',
-           'load_program', 'dump_program']
+__all__ = ['UnsupportedLayerError', 'SecureProgram', 'compile_model', 'default_shift']
 
 
 class UnsupportedLayerError(ValueError):
@@ -539,22 +537,6 @@ class SecureProgram:
     def sites(self) -> List[Tuple[str, SecureModule]]:
         """The secure modules in model order, ``(label, module)``."""
         return [(m.label, m) for m in self.model.modules() if isinstance(m, SecureModule)]
-
-
-def dump_program(program: SecureProgram) -> bytes:
-    """Serialise a program for the local launcher's own party processes.
-
-    It is a pickle (as every multiprocessing argument is): for passing a
-    program between processes of one user only, never for input from
-    someone else. Parties on separate machines build their program from the
-    config instead (``tools/mpc_party.py``).
-    """
-    return pickle.dumps(program, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def load_program(blob: bytes) -> SecureProgram:
-    """Inverse of :func:`dump_program` (unpickles: only for blobs you produced)."""
-    return pickle.loads(blob)
 
 
 def _shape_of(x) -> Tuple[int, ...]:

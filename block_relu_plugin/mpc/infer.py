@@ -13,14 +13,14 @@ runs the same function on separate machines.
 """
 import time
 from collections import OrderedDict, defaultdict
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import cost as _cost
-from .compiler import SecureProgram, compile_model, dump_program, load_program
+from .compiler import SecureProgram, compile_model
 from .costmodel import session_costs
 from .transport import Record
 
@@ -31,14 +31,16 @@ ROLES = ('client', 'server', 'helper')
 
 
 # ----------------------------------------------------------------- party side
-def run_party(sess, program: Union[bytes, SecureProgram], batches: Sequence,
+def run_party(sess, program: SecureProgram, batches: Sequence,
               num_threads: Optional[int] = None) -> Dict[str, Any]:
     """Run ``program`` on every batch in this party: offline pass, then online.
 
     Args:
         sess: The party's session.
-        program: The program (or :func:`.compiler.dump_program` bytes): with
-            weights at the server, :meth:`SecureProgram.public` elsewhere.
+        program: The program: with weights at the server,
+            :meth:`SecureProgram.public` elsewhere. The local launcher hands it
+            to its own party processes over a multiprocessing pipe; parties on
+            other machines build theirs from the config (``tools/mpc_party.py``).
         batches: The client's float input batches ``(N, C, H, W)``; at the
             other parties their shapes.
         num_threads: torch threads for this party (default: unchanged).
@@ -51,8 +53,6 @@ def run_party(sess, program: Union[bytes, SecureProgram], batches: Sequence,
     """
     if num_threads:
         torch.set_num_threads(num_threads)
-    if isinstance(program, (bytes, bytearray)):
-        program = load_program(program)
     # unlabelled messages are the session key agreement (every protocol call is labelled)
     handshake = [r for r in sess.meter.since(0) if r.label == '']
     out: Dict[str, Any] = {'logits': [], 'times': [], 'records': [],
@@ -186,9 +186,9 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
     public = program.public()
     batches = _batches(images, batch_size)
     shapes = [tuple(b.shape) for b in batches]
-    args = {'client': (dump_program(public), batches, party_threads),
-            'server': (dump_program(program), shapes, party_threads),
-            'helper': (dump_program(public), shapes, party_threads)}
+    args = {'client': (public, batches, party_threads),
+            'server': (program, shapes, party_threads),
+            'helper': (public, shapes, party_threads)}
     own = cluster is None
     if own:
         cluster = LocalCluster(timeout=timeout, frac_bits=frac_bits, light=True)
