@@ -143,6 +143,26 @@ class Ours:
         return cls.drelu(n, bits) + cls.mult(n)
 
     @classmethod
+    def share_convert(cls, n) -> Cost:
+        """Masked shares to the helper; it returns x's 64 bit shares, delta and eta'."""
+        n = _n(n)
+        return Cost({('online', C, H): RING * n, ('online', S, H): RING * n,
+                     ('online', H, S): (64 + 2 * RING) * n},
+                    rounds=3) + cls.private_compare(n, 65)
+
+    @classmethod
+    def compute_msb(cls, n) -> Cost:
+        n = _n(n)
+        return Cost({('offline', H, S): (RING + 64) * n,
+                     ('online', C, S): RING * n, ('online', S, C): RING * n,
+                     ('online', H, S): RING * n}, rounds=2) + cls.private_compare(n, 65)
+
+    @classmethod
+    def drelu_securenn(cls, n) -> Cost:
+        return cls.share_convert(n) + cls.compute_msb(n)
+
+
+    @classmethod
     def block_relu(cls, block_sizes, n: int, height: int, width: int, bits: int = 64) -> Cost:
         n_blk, m_act = block_counts(block_sizes, n, height, width)
         if n_blk == 0:

@@ -18,7 +18,7 @@ from torch import Tensor
 from ..layers.block_relu import _Plan, check_block_sizes, num_drelus
 from .prf import P
 from .ring import (DTYPE, _im2col, _pair, bits_msb_first, conv_out_shape, encode, msb,
-                   ring_conv2d, ring_linear)
+                   odd_add, odd_reduce, odd_sub, ring_conv2d, ring_linear, ult, wrap)
 from .session import Session
 
 Shape = Union[Sequence[int], torch.Size]
@@ -313,6 +313,18 @@ def _private_compare(sess: Session, op: int, xbits_share, t_bits, beta, masks) -
     sess.send('helper', d)
 
 
+def _private_compare_result(sess: Session, n: int, cols: int) -> Tensor:
+    """PrivateCompare, helper side: ``beta xor [x > t]`` (int64 0/1, (n,))."""
+    d = sess.recv('client').to(DTYPE) + sess.recv('server').to(DTYPE)
+    return ((d.reshape(n, cols) % P) == 0).any(1).to(DTYPE)
+
+
+def _xor_public(sess: Session, g: Tensor, c: Tensor) -> Tensor:
+    """Z_{2^64} shares of ``g xor c`` for a shared bit g and a bit c public to
+    client and server: ``1 - g`` where c = 1 (the client adds the 1)."""
+    return torch.where(c == 1, (1 - _j(sess)) - g, g)
+
+
 def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     """Shares of DReLU(x) = [x >= 0] (int64 0/1), exact at bits=64.
 
@@ -354,9 +366,7 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
             sess.put(op, 'pc', _pc_masks(sess, op, n, m + 1))
         return meta(shape)
     if sess.role == 'helper':
-        d = sess.recv('client').to(DTYPE) + sess.recv('server').to(DTYPE)
-        beta_p = ((d.reshape(n, m + 1) % P) == 0).any(1).to(DTYPE)
-        g = sess.take(op, 'msbx') ^ beta_p
+        g = sess.take(op, 'msbx') ^ _private_compare_result(sess, n, m + 1)
         sess.send('server', g - sess.stream('ch', op, 2).ring((n,)))
         return meta(shape)
     a = x.reshape(-1)
@@ -372,14 +382,127 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     y = y_j + sess.recv(_other(sess))
     beta = sess.stream('cs', op, 20).bits((n,))
     _private_compare(sess, op, xb, bits_msb_first(y, 62, lo), beta, sess.take(op, 'pc'))
-    q = msb(y) ^ beta
-    if sess.role == 'client':
-        g = sess.stream('ch', op, 2).ring((n,))
-        out = torch.where(q == 1, g, 1 - g)
+    g = sess.stream('ch', op, 2).ring((n,)) if sess.role == 'client' else sess.recv('helper')
+    return _xor_public(sess, g, 1 - (msb(y) ^ beta)).reshape(shape)
+
+
+def _share_odd(sess: Session, value: Tensor, stream) -> Optional[Tensor]:
+    """Helper: split ``value`` over Z_{2^64 - 1}; the client's share is drawn from
+    ``stream`` (client-helper PRF), the server's is sent to it. Returns None."""
+    sess.send('server', odd_sub(value, odd_reduce(stream.ring(tuple(value.shape)))))
+
+
+def share_convert(sess: Session, a) -> Tensor:
+    """SecureNN ShareConvert: Z_{2^64} shares of ``a`` to Z_{2^64 - 1} shares of
+    ``a mod (2^64 - 1)``, exact for every input (``a = 2^64 - 1``, i.e. -1 ulp,
+    becomes 0: the map is not injective, which is why :func:`drelu` does not
+    use it).
+
+    With ``a0 + a1 = a + theta 2^64`` and 2^64 = 1 mod 2^64 - 1, the output is
+    ``a_j - theta_j``. theta comes from unsigned wrap-around predicates (the
+    authors' signed comparisons were off by 0-2 ulp): client and server share
+    a random nonzero r = r0 + r1 (alpha = wrap(r0, r1)) and send the helper
+    ``a_j + r_j`` (beta_j = wrap(a_j, r_j)); the helper opens x = a + r, sends
+    the server delta = wrap of that opening (Z_{2^64 - 1}) and the Z_67 bit
+    shares of x, PrivateCompare gives it ``eta'' xor [x >= r]`` which it
+    shares, and ``theta = beta_0 + beta_1 + delta - alpha - [x < r]``.
+    Shares are int64 words of unsigned values in [0, 2^64 - 2].
+    """
+    op = sess.next_op()
+    shape = _shape(a)
+    n = int(np.prod(shape, dtype=np.int64))
+    if sess.is_offline:
+        if sess.role != 'helper':
+            sess.put(op, 'pc', _pc_masks(sess, op, n, 65))
+        return meta(shape)
+    if sess.role == 'helper':
+        at0, at1 = sess.recv('client'), sess.recv('server')
+        x = at0 + at1
+        u = sess.stream('ch', op, 1).zp((n, 64)).to(DTYPE)
+        sess.send('server', ((bits_msb_first(x, 63, 0).to(DTYPE) - u) % P).to(torch.uint8))
+        _share_odd(sess, wrap(at0, at1), sess.stream('ch', op, 2))
+        _share_odd(sess, _private_compare_result(sess, n, 65), sess.stream('ch', op, 3))
+        return meta(shape)
+    j = _j(sess)
+    r = sess.stream('cs', op, 30).ring((n,))
+    r = torch.where(r == 0, torch.ones_like(r), r)      # [x < r] = 1 - [x > r - 1] needs r > 0
+    r0 = sess.stream('cs', op, 31).ring((n,))
+    r_j = r0 if j == 0 else r - r0
+    a_j = a.reshape(-1)
+    at = a_j + r_j
+    sess.send('helper', at)
+    if j == 0:
+        xb = sess.stream('ch', op, 1).zp((n, 64))
+        delta = odd_reduce(sess.stream('ch', op, 2).ring((n,)))
     else:
-        g = sess.recv('helper')
-        out = torch.where(q == 1, g, -g)
-    return out.reshape(shape)
+        xb = sess.recv('helper').reshape(n, 64)
+        delta = sess.recv('helper')
+    eta2 = sess.stream('cs', op, 20).bits((n,))
+    _private_compare(sess, op, xb, bits_msb_first(r - 1, 63, 0), eta2, sess.take(op, 'pc'))
+    eta_p = odd_reduce(sess.stream('ch', op, 3).ring((n,))) if j == 0 else sess.recv('helper')
+    # eta = [x < r] = 1 - (eta' xor eta''): eta' where eta'' = 1, else j - eta'
+    eta = torch.where(eta2 == 1, eta_p, odd_sub(torch.full_like(eta_p, j), eta_p))
+    theta = odd_sub(odd_add(ult(at, a_j).to(DTYPE), delta), eta)
+    if j == 1:
+        theta = odd_sub(theta, wrap(r0, r - r0))
+    return odd_sub(odd_reduce(a_j), theta).reshape(shape)
+
+
+def compute_msb(sess: Session, a) -> Tensor:
+    """SecureNN ComputeMSB: Z_{2^64} shares of the top bit of ``a``, from
+    Z_{2^64 - 1} shares of ``a`` (values in [0, 2^64 - 2]); exact for all of them.
+
+    In the odd ring MSB(a) = LSB(2a). Offline the helper draws X, sends the
+    server X1 = X - X0 and the Z_67 bit shares of X. Online client and server
+    open r = 2a + X (8 B each); then LSB(2a) = LSB(r) xor LSB(X) xor [X > r]
+    (a wrap subtracts the odd 2^64 - 1). PrivateCompare gives the helper
+    ``beta xor [X > r]``; it shares ``g = that xor LSB(X)`` and
+    ``MSB = g xor beta xor LSB(r)`` follows locally (no multiplication).
+    """
+    op = sess.next_op()
+    shape = _shape(a)
+    n = int(np.prod(shape, dtype=np.int64))
+    if sess.is_offline:
+        if sess.role == 'helper':
+            big_x = odd_reduce(sess.stream('own', op, 0).ring((n,)))
+            _share_odd(sess, big_x, sess.stream('ch', op, 0))
+            u = sess.stream('ch', op, 1).zp((n, 64)).to(DTYPE)
+            sess.send('server', ((bits_msb_first(big_x, 63, 0).to(DTYPE) - u) % P)
+                      .to(torch.uint8))
+            sess.put(op, 'lsbx', big_x & 1)
+        elif sess.role == 'server':
+            sess.put(op, 'x1', sess.recv('helper'))
+            sess.put(op, 'v', sess.recv('helper').reshape(n, 64))
+        if sess.role != 'helper':
+            sess.put(op, 'pc', _pc_masks(sess, op, n, 65))
+        return meta(shape)
+    if sess.role == 'helper':
+        g = sess.take(op, 'lsbx') ^ _private_compare_result(sess, n, 65)
+        sess.send('server', g - sess.stream('ch', op, 2).ring((n,)))
+        return meta(shape)
+    if sess.role == 'client':
+        x_j = odd_reduce(sess.stream('ch', op, 0).ring((n,)))
+        xb = sess.stream('ch', op, 1).zp((n, 64))
+    else:
+        x_j, xb = sess.take(op, 'x1'), sess.take(op, 'v')
+    a_j = a.reshape(-1)
+    r_j = odd_add(odd_add(a_j, a_j), x_j)
+    sess.send(_other(sess), r_j)
+    r = odd_add(r_j, sess.recv(_other(sess)))
+    beta = sess.stream('cs', op, 20).bits((n,))
+    _private_compare(sess, op, xb, bits_msb_first(r, 63, 0), beta, sess.take(op, 'pc'))
+    g = sess.stream('ch', op, 2).ring((n,)) if sess.role == 'client' else sess.recv('helper')
+    return _xor_public(sess, g, beta ^ (r & 1)).reshape(shape)
+
+
+def drelu_securenn(sess: Session, x) -> Tensor:
+    """SecureNN's DReLU = 1 - MSB(ShareConvert(x)): right for every x except
+    -1 ulp (2^64 - 1 is 0 mod 2^64 - 1, so it comes out 1). Kept beside the
+    exact and cheaper :func:`drelu` for comparison with the paper's protocol."""
+    m = compute_msb(sess, share_convert(sess, x))
+    if not sess.has_data:
+        return m
+    return (1 - m) if sess.role == 'client' else -m
 
 
 def relu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:

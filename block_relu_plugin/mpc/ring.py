@@ -65,6 +65,30 @@ def msb(x: Tensor) -> Tensor:
     return (x >> 63) & 1
 
 
+# ------------------------------------------------- the odd ring Z_{2^64 - 1}
+# ShareConvert and MSB (SecureNN) work mod L - 1 = 2^64 - 1. Elements are int64
+# words holding the unsigned values 0 .. 2^64 - 2; the all-ones word (2^64 - 1,
+# i.e. int64 -1) is 0 and is never returned.
+def odd_reduce(x: Tensor) -> Tensor:
+    """Reduce unsigned words mod 2^64 - 1 (only the all-ones word changes, to 0)."""
+    return torch.where(x == -1, torch.zeros_like(x), x)
+
+
+def odd_add(a: Tensor, b) -> Tensor:
+    """``a + b`` mod 2^64 - 1 (end-around carry: 2^64 = 1 there)."""
+    s = a + b
+    return odd_reduce(s + ult(s, a).to(DTYPE))
+
+
+def odd_neg(a: Tensor) -> Tensor:
+    """``-a`` mod 2^64 - 1: the bitwise complement is (2^64 - 1) - a."""
+    return odd_reduce(~a)
+
+
+def odd_sub(a: Tensor, b: Tensor) -> Tensor:
+    return odd_add(a, odd_neg(b))
+
+
 def bits_msb_first(x: Tensor, hi: int, lo: int) -> Tensor:
     """Bits ``hi, hi-1, ..., lo`` of every element, as uint8, on a new last axis."""
     shifts = torch.arange(hi, lo - 1, -1, dtype=DTYPE)

@@ -42,6 +42,30 @@ def op_program(sess, op_name, x, kwargs):
     return _run(sess, body, x)
 
 
+def odd_program(sess, op_name, x):
+    """Like :func:`op_program` for the ops on Z_{2^64 - 1} shares: ``share_convert``
+    (Z_{2^64} in, odd out) and ``compute_msb`` (odd in, Z_{2^64} out)."""
+    from block_relu_plugin.mpc.ring import odd_add, odd_reduce, odd_sub
+
+    def odd_input(sess):
+        op = sess.next_op()
+        if not sess.has_data:
+            return P.meta(x.shape)
+        r = odd_reduce(sess.stream('cs', op, 0).ring(tuple(x.shape)))
+        return r if sess.role == 'server' else odd_sub(x, r)
+
+    def body(sess, x):
+        xs = _input(sess, x) if op_name == 'share_convert' else odd_input(sess)
+        with sess.label(op_name):
+            y = getattr(P, op_name)(sess, xs)
+        if op_name != 'share_convert':
+            return reveal(sess, y)
+        # open Z_{2^64 - 1} shares: the server sends its share
+        srv = reveal(sess, torch.zeros_like(y) if sess.role == 'client' else y)
+        return odd_add(y, srv) if srv is not None else None
+    return _run(sess, body, x)
+
+
 def mult_program(sess, x, y):
     def body(sess, x, y):
         a, b = _input(sess, x), _input(sess, y)
@@ -76,7 +100,7 @@ def conv_program(sess, x, w, bias, kwargs, runs=1, key=None):
 
 
 def transcript_program(sess, x):
-    """Run a ReLU + conv and return every received payload (for security tests)."""
+    """Run a conv, ReLU, SecureNN DReLU and Block-ReLU; return every received payload (for security tests)."""
     received = []
     orig = {}
     for peer, conn in sess.conns.items():
@@ -95,6 +119,7 @@ def transcript_program(sess, x):
             y = P.conv2d(sess, xs, w if sess.role == 'server' else tuple(w.shape), None,
                          padding=1, key='t')
             y = P.relu(sess, y)
+            P.drelu_securenn(sess, y)  # ShareConvert sends the helper ring elements
             y = P.block_relu(sess, y, [[2, 2]] * 4, bits=16, shift=4)
             return reveal(sess, y)
         _run(sess, body, x)

@@ -62,6 +62,10 @@ def test_ours_per_element():
         assert r.online == 2 * b + 56 and r.offline == b + 15
     m = ours.mult(1)
     assert (m.online, m.offline) == (32, 8)
+    sc, cm = ours.share_convert(1), ours.compute_msb(1)
+    assert (sc.online, sc.offline, sc.rounds) == (226, 0, 4)
+    assert (cm.online, cm.offline, cm.rounds) == (154, 72, 3)
+    assert ours.drelu_securenn(1).online == 380 > ours.drelu(1).online
     c = ours.conv2d(100, 50, 30)
     assert (c.online, c.offline, c.session) == (800, 240, 400)
     assert ours.conv2d(100, 50, 30, first_use=False).session == 0

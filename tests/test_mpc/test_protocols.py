@@ -57,6 +57,39 @@ def test_drelu_exact_all_int64(cluster):
     check_bytes(res, cost.ours.drelu(x.numel(), 64), 'drelu')
 
 
+def _odd(x):
+    """The Z_{2^64 - 1} value of unsigned int64 words (all-ones is 0)."""
+    return torch.where(x == -1, torch.zeros_like(x), x)
+
+
+def test_share_convert_exact(cluster):
+    x = torch.cat([edge_input((2000,), -2**63, 2**63 - 1), edge_input((500,))])
+    res = cluster.run(MP.odd_program, all3('share_convert', x))
+    got = res['client'][0]
+    # a mod (2^64 - 1) for every a, including -1 ulp (2^64 - 1 -> 0)
+    assert torch.equal(got, _odd(x))
+    assert not (got == -1).any()
+    check_bytes(res, cost.ours.share_convert(x.numel()), 'share_convert')
+
+
+def test_compute_msb_exact(cluster):
+    x = _odd(torch.randint(-2**63, 2**63 - 1, (2000,)))
+    x[:9] = torch.tensor([0, 1, 2, 2**63 - 1, -2**63, -2**63 + 1, -2, -3, 2**62])
+    res = cluster.run(MP.odd_program, all3('compute_msb', x))
+    assert torch.equal(res['client'][0], ring.msb(x))  # -2 = 2^64 - 2: MSB 1
+    check_bytes(res, cost.ours.compute_msb(x.numel()), 'compute_msb')
+
+
+def test_drelu_securenn_wrong_only_at_minus_one(cluster):
+    x = edge_input((1500,), -2**63, 2**63 - 1)
+    res = cluster.run(MP.op_program, all3('drelu_securenn', x, {}))
+    got, want = res['client'][0], (x >= 0).long()
+    bad = got != want
+    assert torch.equal(x[bad], torch.tensor([-1]))  # 2^64 - 1 = 0 mod 2^64 - 1
+    assert got[x == -1].item() == 1
+    check_bytes(res, cost.ours.drelu_securenn(x.numel()), 'drelu_securenn')
+
+
 @pytest.mark.parametrize('bits,shift', [(16, 0), (16, 5), (32, 3)])
 def test_drelu_approximate(cluster, bits, shift):
     lim = 2 ** (bits - 1 + shift)

@@ -50,6 +50,21 @@ def test_encode_decode_and_predicates():
     assert ring.msb(a).tolist() == [1, 0, 0, 1]
 
 
+def test_odd_ring_ops():
+    L1 = 2**64 - 1
+    edge = [0, 1, 2, 2**63 - 1, 2**63, 2**64 - 3, 2**64 - 2]
+    vals = edge + [int(v) for v in np.random.default_rng(0).integers(0, 2**64 - 1, 200,
+                                                                     dtype=np.uint64)]
+    a = [v % L1 for v in vals]
+    b = a[::-1]
+    as_t = lambda xs: torch.tensor(np.array(xs, dtype=np.uint64).view(np.int64))  # noqa: E731
+    got = lambda t: [int(v) for v in t.numpy().view(np.uint64)]  # noqa: E731
+    assert got(ring.odd_add(as_t(a), as_t(b))) == [(x + y) % L1 for x, y in zip(a, b)]
+    assert got(ring.odd_sub(as_t(a), as_t(b))) == [(x - y) % L1 for x, y in zip(a, b)]
+    assert got(ring.odd_neg(as_t(a))) == [(-x) % L1 for x in a]
+    assert got(ring.odd_reduce(as_t([2**64 - 1, 5]))) == [0, 5]
+
+
 def test_prf_streams():
     key = prf.new_key()
     p1, p2 = prf.PRF(key), prf.PRF(key)
