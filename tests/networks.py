@@ -29,3 +29,17 @@ def build_network(name, seed=0):
     model = MODELS.build(cfg.model)
     model.init_weights()
     return model
+
+
+def randomise_bn(model, seed=0):
+    """Random BatchNorm statistics and affine parameters (so folding is not the identity)."""
+    from torch import nn
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(c, generator=g) * 0.6 - 0.3)
+    return model.eval()

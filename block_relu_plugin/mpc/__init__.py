@@ -36,22 +36,26 @@ three parties::
 
     with sess.offline():             # before the input exists; shapes only
         program(sess, shape_inputs)  # helper sends data-independent material,
-                                     # server sends masked weights (first run)
+                                     # server sends masked weights (first run),
+                                     # client sends its masked shares
     with sess.online():
         out = program(sess, inputs)  # consumes the stored material
 
-(``run_passes(sess, program, online_input)`` does both.) Online, client and
-server pass int64 shares and get shares back; the helper, and everybody in
-the offline pass, pass shape-only tensors (``meta(shape)``: a zero-stride
-int64 CPU tensor; any tensor of the right shape works) and get shape-only
-tensors back (values meaningless; ``sess.has_data`` says whether a party
-holds real shares). A leading batch dimension N is
-supported everywhere.
+(``run_passes(sess, program, online_input)`` does both.) The client's share
+of every tensor a protocol takes is known before the input exists (the
+input is shared as ``(R, x - R)``, products re-randomise the client's share),
+so the client holds real int64 shares in both passes and sends everything
+that depends on them alone offline. The server holds shares online; the
+helper, and the server offline, pass shape-only tensors (``meta(shape)``: a
+zero-stride int64 CPU tensor; any tensor of the right shape works) and get
+shape-only tensors back (values meaningless; ``sess.has_data`` says whether
+a party holds real shares). A leading batch dimension N is supported
+everywhere.
 
 Protocol functions (all take ``sess`` first; ``x`` is a share or meta tensor)
 --------------------------------------------------------------------------
 - ``share_input(sess, image_or_shape) -> x``: client passes the float image
-  (or int64 fixed point) online, others the shape. Free.
+  (or int64 fixed point) online, others the shape. The client sends ``x - R``.
 - ``reveal_to_client(sess, x) -> int64 tensor at the client, else None``;
   decode with ``ring.decode(v, sess.frac_bits)``.
 - ``conv2d(sess, x, weight, bias=None, stride=1, padding=0, dilation=1,
@@ -68,6 +72,10 @@ Protocol functions (all take ``sess`` first; ``x`` is a share or meta tensor)
   Exact for every int64 at bits=64. ``bits < 64``: compares the pre-shifted
   ``(x >> shift) << (64 - bits)``; right while |x| < 2^(bits-1+shift) ulp.
 - ``relu(sess, x, bits=64, shift=0)``: x * drelu(x). Default exact.
+- ``share_convert(sess, x)``, ``compute_msb(sess, x)``,
+  ``drelu_securenn(sess, x)``: SecureNN's ShareConvert (to Z_{2^64 - 1},
+  exact), MSB over Z_{2^64 - 1} (exact) and their DReLU composition (wrong
+  at -1 ulp only; kept for comparison: ``drelu`` is exact and cheaper).
 - ``block_relu(sess, x, block_sizes (C, 2), bits=64, shift=0)``: Block-ReLU
   as ``layers.BlockReLU`` (gate = patch sum >= 0; (0,1) identity, (1,0)
   zero, (1,1) ReLU). With bits < 64 or shift > 0 each patch sum is shifted
@@ -92,9 +100,9 @@ Costs
 """
 from . import cost, ring
 from .launch import LocalCluster, load_config, open_session, run_local, run_passes
-from .protocols import (add, add_public, avg_pool2d, block_relu, concat, conv2d, drelu,
-                        global_avg_pool, linear, max_pool2d, meta, mult, relu,
-                        reveal_to_client, share_input, truncate)
+from .protocols import (add, add_public, avg_pool2d, block_relu, compute_msb, concat, conv2d,
+                        drelu, drelu_securenn, global_avg_pool, linear, max_pool2d, meta, mult,
+                        relu, reveal_to_client, share_convert, share_input, truncate)
 from .ring import decode, encode, ring_conv2d, ring_linear
 from .session import Session
 from .transport import Meter, PeerError
@@ -102,7 +110,7 @@ from .transport import Meter, PeerError
 __all__ = [
     'cost', 'ring', 'LocalCluster', 'load_config', 'open_session', 'run_local', 'run_passes',
     'Session', 'Meter', 'PeerError', 'share_input', 'reveal_to_client', 'conv2d', 'linear',
-    'mult', 'drelu', 'relu', 'block_relu', 'max_pool2d', 'avg_pool2d', 'global_avg_pool',
+    'mult', 'drelu', 'relu', 'share_convert', 'compute_msb', 'drelu_securenn', 'block_relu', 'max_pool2d', 'avg_pool2d', 'global_avg_pool',
     'truncate', 'add', 'add_public', 'concat', 'meta', 'encode', 'decode', 'ring_conv2d',
     'ring_linear'
 ]

@@ -482,8 +482,9 @@ class SecureProgram:
                              f'session uses {sess.frac_bits}')
         if sess.role == 'server' and not self.has_weights:
             raise ValueError('the server needs the program compiled with weights')
-        data = sess.role == 'client' and sess.has_data
-        x = P.share_input(sess, image if data else _shape_of(image))
+        data = sess.role == 'client' and not sess.is_offline
+        with sess.label('input'):
+            x = P.share_input(sess, image if data else _shape_of(image))
         y = self.forward(SessionRuntime(sess), x)
         with sess.label('output'):
             v = P.reveal_to_client(sess, y)

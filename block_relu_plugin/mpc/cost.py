@@ -100,25 +100,29 @@ class Ours:
 
     @staticmethod
     def share_input(numel) -> Cost:
-        return Cost()
+        """The client sends the server ``x - R``."""
+        return Cost({('online', C, S): RING * _n(numel)}, rounds=1)
 
     @staticmethod
     def conv2d(x_numel, w_numel, y_numel, first_use: bool = True) -> Cost:
-        """Also :func:`linear`. ``first_use``: the weight's first call in the session."""
+        """Also :func:`linear`. ``first_use``: the weight's first call in the session.
+        Nothing online: the client's masked input is sent offline."""
         x, w, y = _n(x_numel), _n(w_numel), _n(y_numel)
-        parts = {('offline', H, C): RING * y, ('online', C, S): RING * x}
+        parts = {('offline', H, C): RING * y, ('offline', C, S): RING * x}
         if first_use:
             parts[('session', S, C)] = RING * w
-        return Cost(parts, rounds=1)
+        return Cost(parts)
 
     linear = conv2d
 
     @staticmethod
     def scalar_mult(m, k) -> Cost:
-        """Beaver product of m elements by a k-element vector upsampled to m."""
+        """Beaver product of m elements by a k-element vector upsampled to m:
+        E_0 offline; F_0, [E_1 | F_1] and the client's re-randomised share online."""
         m, k = _n(m), _n(k)
-        return Cost({('offline', H, C): RING * m, ('online', C, S): RING * (m + k),
-                     ('online', S, C): RING * (m + k)}, rounds=1)
+        return Cost({('offline', H, C): RING * m, ('offline', C, S): RING * m,
+                     ('online', C, S): RING * (m + k), ('online', S, C): RING * (m + k)},
+                    rounds=2)
 
     @classmethod
     def mult(cls, n) -> Cost:
@@ -133,9 +137,8 @@ class Ours:
     @classmethod
     def drelu(cls, n, bits: int = 64) -> Cost:
         n = _n(n)
-        own = Cost({('offline', H, S): (RING + bits - 1) * n,
-                    ('online', C, S): RING * n, ('online', S, C): RING * n,
-                    ('online', H, S): RING * n}, rounds=2)
+        own = Cost({('offline', H, S): (RING + bits - 1) * n, ('offline', C, S): RING * n,
+                    ('online', S, C): RING * n, ('online', H, S): RING * n}, rounds=2)
         return own + cls.private_compare(n, bits)
 
     @classmethod
@@ -191,6 +194,11 @@ class Ours:
 
 class Reference:
     """The authors' accounting (REFERENCE-RUNTIME.md 4.10 / 7 / 8), all online."""
+
+    @staticmethod
+    def share_input(numel) -> Cost:
+        """Free: the first convolution's E carries the input."""
+        return Cost()
 
     @staticmethod
     def handshake() -> Cost:

@@ -118,6 +118,9 @@ class CostReport:
 
 
 def _walk(program: SecureProgram, shape, runtime: CostRuntime) -> Dict[str, _cost.Cost]:
+    inp = runtime.protocol.share_input(shape)
+    if inp.total():
+        runtime.layers['input'] = runtime.layers.get('input', _cost.Cost()) + inp
     out = program.forward(runtime, meta(shape))
     layers = runtime.layers
     layers['output'] = layers.get('output', _cost.Cost()) + \

@@ -6,11 +6,13 @@ Config (JSON)::
      "client": {"host": "10.0.0.1"},
      "server": {"host": "10.0.0.2", "port": 7001},
      "helper": {"host": "10.0.0.3", "port": 7002},
-     "timeout": 120, "frac_bits": 12}
+     "timeout": 120, "connect_timeout": 60, "frac_bits": 12}
 
 The server and the helper listen on their ``host:port`` (the client connects
 to both, the helper to the server). ``open_session(role, config)`` connects
-and returns a :class:`~.session.Session`.
+and returns a :class:`~.session.Session`. ``connect_timeout`` (default 60 s)
+bounds the start-up: dialing the peers and waiting for them to connect;
+``timeout`` (default 120 s) bounds every wait for a peer's message after that.
 
 ``LocalCluster`` starts the three parties as separate processes on
 127.0.0.1 (multiprocessing spawn) with fresh certificates in a temporary

@@ -1,12 +1,25 @@
 """The 3-party protocols (SecureNN family), one function per step.
 
 Every function takes the party's :class:`~.session.Session` first and is
-called by all three parties in the same order. Client and server pass their
-int64 shares (online pass) and get their output shares; the helper, and every
-party during the offline pass, passes shape-only tensors (:func:`meta`, or
-any tensor of the right shape) and gets shape-only tensors back. Shares are additive over Z_{2^64} between client
-(index 0) and server (index 1). Byte counts per call are in :mod:`.cost`
-(``ours``), which the tests check against the transport's meter.
+called by all three parties in the same order, once in the offline pass and
+once in the online pass of a run. Shares are additive over Z_{2^64} between
+client (index 0) and server (index 1). Byte counts per call are in
+:mod:`.cost` (``ours``), which the tests check against the transport's meter.
+
+The client's share of every tensor the protocols take is known before the
+input exists: the input is shared as ``(R, x - R)`` with R the client's own
+PRF output, convolutions give the client a data-independent share, and every
+product re-randomises the client's share to a fresh R (one message, the size
+of the product). So the client runs the network on real values in the offline
+pass too, and whatever it sends that depends only on its share (the masked
+inputs of every convolution, half of every Beaver opening and of every DReLU
+opening) crosses in the offline phase. Only the server's halves, the
+comparisons, the gates and the re-randomisations are online.
+
+Who holds what: the client passes real int64 shares in both passes; the
+server in the online pass; the helper, and the server offline, pass
+shape-only tensors (:func:`meta`, or any tensor of the right shape) and get
+shape-only tensors back (``sess.has_data`` tells them apart).
 """
 import math
 from typing import Optional, Sequence, Union
@@ -50,23 +63,24 @@ def _j(sess: Session) -> int:
 
 # ------------------------------------------------------------------ input/output
 def share_input(sess: Session, x) -> Tensor:
-    """Share the client's input. Free: the server's share is drawn from the
-    client-server PRF, the client's is ``encode(x) - that``.
+    """Share the client's input as ``(R, encode(x) - R)``: R from the client's
+    own PRF (known before the input exists), the other share sent online.
 
     Args:
         x: The client passes the image (float, encoded with ``frac_bits``; or
-            int64 already in fixed point) in the online pass; everybody else
-            passes the shape (or any tensor of that shape).
+            int64 already in fixed point) in the online pass; everybody else,
+            and the client offline, passes the shape (or any tensor of it).
     """
     op = sess.next_op()
     shape = _shape(x)
     if not sess.has_data:
         return meta(shape)
-    r = sess.stream('cs', op, 0).ring(shape)
     if sess.role == 'server':
-        return r
-    xi = x if x.dtype == DTYPE else encode(x, sess.frac_bits)
-    return xi - r
+        return sess.recv('client').reshape(shape)
+    r = sess.stream('own', op, 0).ring(shape)
+    if not sess.is_offline:
+        sess.send('server', (x if x.dtype == DTYPE else encode(x, sess.frac_bits)) - r)
+    return r
 
 
 def reveal_to_client(sess: Session, x: Tensor) -> Optional[Tensor]:
@@ -76,7 +90,7 @@ def reveal_to_client(sess: Session, x: Tensor) -> Optional[Tensor]:
     :func:`.ring.decode`), None elsewhere.
     """
     sess.next_op()
-    if not sess.has_data:
+    if not sess.has_data or sess.is_offline:
         return None
     if sess.role == 'server':
         sess.send('client', x)
@@ -183,19 +197,20 @@ def _linear_layer(sess: Session, x, weight, bias, shift, key, apply, out_shape, 
         elif sess.role == 'client':
             a = sess.stream('ch', op, 0).ring(x_shape)
             c0 = sess.recv('helper').reshape(out_shape)
-            sess.put(op, 'a', a)
-            # the client's output share is data-independent: computed offline
-            sess.put(op, 'y', (apply(a, sess.cache[skey]) + c0) >> shift)
+            sess.send('server', x - a)  # the client's share is known offline
+            # so is its output share
+            y = (apply(a, sess.cache[skey]) + c0) >> shift
+            sess.put(op, 'y', y)
+            return y.clone()  # the forward may add to it in place (``out += identity``)
         else:
             sess.put(op, 'c1', sess.stream('sh', op, 1).ring(out_shape))
+            sess.put(op, 'e', sess.recv('client').reshape(x_shape))
         return meta(out_shape)
     if sess.role == 'helper':
         return meta(out_shape)
     if sess.role == 'client':
-        sess.send('server', x - sess.take(op, 'a'))
         return sess.take(op, 'y')
-    e = sess.recv('client').reshape(x_shape)
-    y = (apply(x + e, weight) + sess.take(op, 'c1')) >> shift
+    y = (apply(x + sess.take(op, 'e'), weight) + sess.take(op, 'c1')) >> shift
     if bias is not None:
         y = y + bias.reshape((1, -1) + (1,) * (len(out_shape) - 2))
     return y
@@ -209,9 +224,10 @@ def conv2d(sess: Session, x, weight, bias: Optional[Tensor] = None, stride=1, pa
     The server holds W in the clear; the client's weight share is 0. Session:
     the server sends F = W - B once (B: server-helper PRF, fixed per
     session). Offline: the helper sends the client C0 = conv(A, B) - C1 (A:
-    client-helper PRF, fresh per run; C1: server-helper PRF) and the client
-    computes its output share conv(A, F) + C0. Online: the client sends
-    E = X0 - A (8 |X| bytes) and the server computes conv(X1 + E, W) + C1.
+    client-helper PRF, fresh per run; C1: server-helper PRF), the client
+    sends E = X0 - A (8 |X| bytes; X0 is known offline) and computes its
+    output share conv(A, F) + C0. Online: no message; the server computes
+    conv(X1 + E, W) + C1.
 
     Args:
         x: Input share (N, Cin, H, W), or a meta tensor / shape.
@@ -242,35 +258,48 @@ def linear(sess: Session, x, weight, bias: Optional[Tensor] = None,
 def _beaver(sess: Session, op: int, x, y, up=None) -> Tensor:
     """Beaver product ``x * up(y)``; ``up`` maps y-shaped to x-shaped (public).
 
-    Offline: the helper sends the client C0 = A * up(B) - C1. Online: each of
-    client and server sends [E_j | F_j] in one message (E at x's size, F at
-    y's size) and computes Z_j = j E up(F) + E up(B_j) + A_j up(F) + C_j.
+    ``x``'s client share is known offline (see the module doc), ``y`` (a gate)
+    is not. Offline: the helper sends the client C0 = A * up(B) - C1 and the
+    client sends the server E_0 = X_0 - A_0. Online: the client sends F_0,
+    the server [E_1 | F_1] in one message; Z_j = j E up(F) + E up(B_j) +
+    A_j up(F) + C_j; the client then sends the server Z_0 - R (R: its own
+    PRF) and keeps R, so its output share is again known offline.
     """
     xs, ys = _shape(x), _shape(y)
+    nx = int(np.prod(xs, dtype=np.int64))
     up = up or (lambda t: t)
-    if sess.is_offline:
-        if sess.role == 'helper':
+    if sess.role == 'helper':
+        if sess.is_offline:
             a0, b0 = sess.stream('ch', op, 10).ring(xs), sess.stream('ch', op, 11).ring(ys)
             a1, b1 = sess.stream('sh', op, 10).ring(xs), sess.stream('sh', op, 11).ring(ys)
             c1 = sess.stream('sh', op, 12).ring(xs)
             sess.send('client', (a0 + a1) * up(b0 + b1) - c1)
-        elif sess.role == 'client':
-            sess.put(op, 'c', sess.recv('helper').reshape(xs))
-        else:
-            sess.put(op, 'c', sess.stream('sh', op, 12).ring(xs))
         return meta(xs)
-    if sess.role == 'helper':
+    if sess.role == 'server' and sess.is_offline:
+        sess.put(op, 'c', sess.stream('sh', op, 12).ring(xs))
+        sess.put(op, 'e0', sess.recv('client').reshape(xs))
         return meta(xs)
     pair = 'ch' if sess.role == 'client' else 'sh'
-    a, b = sess.stream(pair, op, 10).ring(xs), sess.stream(pair, op, 11).ring(ys)
-    c = sess.take(op, 'c')
-    ef = torch.cat([(x - a).reshape(-1), (y - b).reshape(-1)])
-    sess.send(_other(sess), ef)
-    ef = ef + sess.recv(_other(sess))
-    nx = int(np.prod(xs, dtype=np.int64))
-    e, f = ef[:nx].reshape(xs), up(ef[nx:].reshape(ys))
-    z = e * up(b) + a * f + c
-    return z + e * f if _j(sess) else z
+    a = sess.stream(pair, op, 10).ring(xs)
+    if sess.role == 'client':
+        r = sess.stream('own', op, 13).ring(xs)
+        if sess.is_offline:
+            sess.put(op, 'c', sess.recv('helper').reshape(xs))
+            sess.send('server', x - a)
+            return r
+        e0 = x - a
+    else:
+        e0 = sess.take(op, 'e0')
+    b, c = sess.stream(pair, op, 11).ring(ys), sess.take(op, 'c')
+    if sess.role == 'client':
+        sess.send('server', y - b)
+        ef = sess.recv('server')
+        e, f = e0 + ef[:nx].reshape(xs), up(y - b + ef[nx:].reshape(ys))
+        sess.send('server', e * up(b) + a * f + c - r)
+        return r
+    sess.send('client', torch.cat([(x - a).reshape(-1), (y - b).reshape(-1)]))
+    e, f = e0 + x - a, up(y - b + sess.recv('client').reshape(ys))
+    return e * f + e * up(b) + a * f + c + sess.recv('client').reshape(xs)
 
 
 def mult(sess: Session, x, y) -> Tensor:
@@ -325,6 +354,11 @@ def _xor_public(sess: Session, g: Tensor, c: Tensor) -> Tensor:
     return torch.where(c == 1, (1 - _j(sess)) - g, g)
 
 
+def _pre_shift(a: Tensor, bits: int, shift: int) -> Tensor:
+    """The compared value of an approximate DReLU (see :func:`drelu`)."""
+    return (a >> shift) << (64 - bits) if bits < 64 or shift else a
+
+
 def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     """Shares of DReLU(x) = [x >= 0] (int64 0/1), exact at bits=64.
 
@@ -338,7 +372,9 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     Protocol (MSB of a = y - X through the low 63-bit borrow, no
     ShareConvert): offline, the helper draws X, sends the server
     X1 = X - X0 (8 B) and Z_67 shares of the compared bits of X (bits - 1
-    B). Online: client and server open y = a + X to each other (8 B each),
+    B), and the client sends the server its half of y = a + X (8 B; its
+    share of a is known offline). Online: the server sends the client its
+    half of y (8 B),
     run PrivateCompare on the compared bits of X against y (``bits`` B each
     to the helper), and the helper sends the server its share of
     g = MSB(X) xor beta' (8 B). Then DReLU = 1 - (g xor MSB(y) xor beta).
@@ -362,6 +398,10 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
         elif sess.role == 'server':
             sess.put(op, 'x1', sess.recv('helper'))
             sess.put(op, 'v', sess.recv('helper').reshape(n, m))
+            sess.put(op, 'y0', sess.recv('client'))
+        else:
+            sess.send('server', _pre_shift(x.reshape(-1), bits, shift)
+                      + sess.stream('ch', op, 0).ring((n,)))
         if sess.role != 'helper':  # precompute the comparison's masks
             sess.put(op, 'pc', _pc_masks(sess, op, n, m + 1))
         return meta(shape)
@@ -369,17 +409,14 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
         g = sess.take(op, 'msbx') ^ _private_compare_result(sess, n, m + 1)
         sess.send('server', g - sess.stream('ch', op, 2).ring((n,)))
         return meta(shape)
-    a = x.reshape(-1)
-    if bits < 64 or shift:
-        a = (a >> shift) << lo
+    a = _pre_shift(x.reshape(-1), bits, shift)
     if sess.role == 'client':
-        mask = sess.stream('ch', op, 0).ring((n,))
+        y = a + sess.stream('ch', op, 0).ring((n,)) + sess.recv('server')
         xb = sess.stream('ch', op, 1).zp((n, m))
     else:
-        mask, xb = sess.take(op, 'x1'), sess.take(op, 'v')
-    y_j = a + mask
-    sess.send(_other(sess), y_j)
-    y = y_j + sess.recv(_other(sess))
+        y_j = a + sess.take(op, 'x1')
+        sess.send('client', y_j)
+        y, xb = y_j + sess.take(op, 'y0'), sess.take(op, 'v')
     beta = sess.stream('cs', op, 20).bits((n,))
     _private_compare(sess, op, xb, bits_msb_first(y, 62, lo), beta, sess.take(op, 'pc'))
     g = sess.stream('ch', op, 2).ring((n,)) if sess.role == 'client' else sess.recv('helper')

@@ -102,8 +102,9 @@ class Session:
 
     @property
     def has_data(self) -> bool:
-        """True where this party holds real shares (client/server, online pass)."""
-        return self.phase == 'online' and self.role != 'helper'
+        """True where this party holds real shares: the client in both passes
+        (its shares are known before the input exists), the server online."""
+        return self.role == 'client' or (self.role == 'server' and self.phase == 'online')
 
     def label(self, label: str):
         """Context manager: attribute the messages inside to a layer label."""

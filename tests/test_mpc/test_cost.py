@@ -57,16 +57,18 @@ def test_reference_resnet18_cifar_relu_total():
 def test_ours_per_element():
     for b in (64, 16):
         d = ours.drelu(1, b)
-        assert d.online == 2 * b + 24 and d.offline == b + 7
+        assert d.online == 2 * b + 16 and d.offline == b + 15
         r = ours.relu(1, b)
-        assert r.online == 2 * b + 56 and r.offline == b + 15
+        assert r.online == 2 * b + 48 and r.offline == b + 31
     m = ours.mult(1)
-    assert (m.online, m.offline) == (32, 8)
+    assert (m.online, m.offline) == (32, 16)
+    assert ours.block_relu([[4, 4]], 1, 8, 8, 16).online == 4 * (32 + 16 + 16) + 64 * 16
     sc, cm = ours.share_convert(1), ours.compute_msb(1)
     assert (sc.online, sc.offline, sc.rounds) == (226, 0, 4)
     assert (cm.online, cm.offline, cm.rounds) == (154, 72, 3)
     assert ours.drelu_securenn(1).online == 380 > ours.drelu(1).online
     c = ours.conv2d(100, 50, 30)
-    assert (c.online, c.offline, c.session) == (800, 240, 400)
+    assert (c.online, c.offline, c.session) == (0, 1040, 400)
+    assert ours.share_input(100).online == 800
     assert ours.conv2d(100, 50, 30, first_use=False).session == 0
     assert ours.max_pool2d(1, 9).total() == ours.relu(8).total()

@@ -20,20 +20,10 @@ from block_relu_plugin.mpc import LocalCluster
 from block_relu_plugin.mpc.infer import secure_inference
 from block_relu_plugin.spec import BlockReLUSpec
 
+from networks import randomise_bn
+
 #: per-channel codes cycled through every site: ReLU, patches, identity, zero
 MIXED = [(1, 1), (2, 2), (0, 1), (1, 0), (3, 2), (1, 4), (8, 8), (2, 1)]
-
-
-def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(c, generator=g) * 0.6 - 0.3)
-    return model.eval()
 
 
 def _build(scope: str, cfg: dict, seed: int) -> nn.Module:
@@ -46,7 +36,7 @@ def _build(scope: str, cfg: dict, seed: int) -> nn.Module:
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg)
     model.init_weights()
-    return _randomise_bn(model, seed)
+    return randomise_bn(model, seed)
 
 
 def resnet_cifar(seed: int = 0, num_classes: int = 10) -> nn.Module:
