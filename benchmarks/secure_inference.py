@@ -151,6 +151,12 @@ def main():
     print(f'R50-ImageNet all-ReLU MaxPool baseline: reference {ref.total.total():,} B '
           f'(paper 6,355,757,824); ours online {ours.total.online / 1e6:.2f} MB/img')
 
+    from block_relu_plugin.mpc.cost import ours as c_ours, reference as c_ref
+    print('\nPer element, 64 bits (B online + offline): DReLU used here '
+          f'{c_ours.drelu(1).online} + {c_ours.drelu(1).offline}; SecureNN ShareConvert + MSB '
+          f'as implemented here {c_ours.drelu_securenn(1).online} + '
+          f'{c_ours.drelu_securenn(1).offline}; the authors\' {c_ref.drelu(1).total()}')
+
     print('\nTargets:')
     for r, paper in rows:
         if r['label'] == 'R18-CIFAR 6%' and r['bits'] == 16:
