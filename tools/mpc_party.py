@@ -5,7 +5,13 @@ the server loads the checkpoint. Start the server and helper first; the
 addresses and certificates are in the parties JSON (see
 ``block_relu_plugin.mpc.launch``; certificates from ``tools/mpc_certs.py``).
 The client uses the config's test data (or --images); the server and the
-helper need the input shape (--shape), which is public.
+helper need the input shape (--shape), which is public. The number of images,
+the batch size and the compile options (--bits, --relu-bits, --pool-bits,
+--spec) are public too and must be the same at all three parties.
+
+A party that cannot reach its peers within the parties JSON's
+``connect_timeout``, or whose peer dies, aborts or stays silent for
+``timeout`` seconds, exits with status 1 and a one-line error.
 
 Example (three shells / machines):
     python tools/mpc_party.py --role server --config parties.json CONFIG CKPT --shape 32 32
@@ -14,13 +20,15 @@ Example (three shells / machines):
 """
 import argparse
 import json
+import sys
 
 import torch
 
-from block_relu_plugin.mpc import open_session
+from block_relu_plugin.mpc import PeerError, open_session
 from block_relu_plugin.mpc.cost import Cost
 from block_relu_plugin.mpc.compiler import compile_model
 from block_relu_plugin.mpc.infer import load_test_inputs, measured_costs, run_party
+from block_relu_plugin.mpc.launch import load_config as load_parties
 from block_relu_plugin.utils.config import build_model, load_config
 
 
@@ -28,7 +36,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--role', required=True, choices=('client', 'server', 'helper'))
     parser.add_argument('--config', required=True, dest='parties',
-                        help='parties JSON (addresses, cert_dir, timeout, frac_bits)')
+                        help='parties JSON (addresses, cert_dir, timeout, connect_timeout, '
+                        'frac_bits)')
     parser.add_argument('model_config', help='mmpretrain or mmseg config file')
     parser.add_argument('checkpoint', nargs='?', help='weights (server only)')
     parser.add_argument('--spec', help='Block-ReLU spec file (replaces the config\'s)')
@@ -41,7 +50,8 @@ def parse_args(argv=None):
                         help='input size (server and helper; the client checks it)')
     parser.add_argument('--images', nargs='+', help='client: image files instead of test data')
     parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--json-out', help='write this party\'s report here')
+    parser.add_argument('--json-out', help='write this party\'s report here (the client\'s '
+                        'also has the predictions and, for classification, the logits)')
     return parser.parse_args(argv)
 
 
@@ -53,7 +63,8 @@ def main(argv=None):
         raise SystemExit('only the server may load the checkpoint')
     cfg = load_config(args.model_config)
     model = build_model(cfg, spec=args.spec, checkpoint=args.checkpoint)
-    frac_bits = int(json.load(open(args.parties)).get('frac_bits', 12))
+    parties = load_parties(args.parties)
+    frac_bits = int(parties.get('frac_bits', 12))
     # same uid at every party: the weights' session keys match by name
     program = compile_model(model, bits=args.bits, relu_bits=args.relu_bits,
                             pool_bits=args.pool_bits, frac_bits=frac_bits,
@@ -61,6 +72,9 @@ def main(argv=None):
     n, bs = args.num_images, args.batch_size
     if args.role == 'client':
         images, labels = load_test_inputs(cfg, model, n, args.images)
+        if images.shape[0] != n:
+            raise SystemExit(f'the client has {images.shape[0]} image(s), not --num-images {n} '
+                             '(the server and the helper run --num-images)')
         if args.shape and tuple(images.shape[2:]) != tuple(args.shape):
             raise SystemExit(f'inputs are {tuple(images.shape[2:])}, not --shape {args.shape}')
         batches = [images[i:i + bs] for i in range(0, images.shape[0], bs)]
@@ -69,8 +83,12 @@ def main(argv=None):
             raise SystemExit('--shape H W is required for the server and the helper')
         c = program.options['in_channels']
         batches = [(min(bs, n - i), c) + tuple(args.shape) for i in range(0, n, bs)]
-    with open_session(args.role, args.parties) as sess:
-        res = run_party(sess, program, batches, args.threads)
+    try:
+        with open_session(args.role, parties) as sess:
+            print(f'{args.role}: connected', file=sys.stderr, flush=True)
+            res = run_party(sess, program, batches, args.threads)
+    except PeerError as e:  # a peer is unreachable, died, aborted or timed out
+        raise SystemExit(f'error: {e}') from None
     records = res['handshake'] + [r for batch in res['records'] for r in batch]
     sent = measured_costs({args.role: records})
     total = sum(sent.values(), Cost())
@@ -89,9 +107,11 @@ def main(argv=None):
         elif labels is not None:
             from block_relu_plugin.mpc.infer import segmentation_miou
             report['miou'] = segmentation_miou(preds, labels, logits.shape[1])
-        report['predictions'] = [p.tolist() for p in preds] \
-            if program.task == 'classification' else None
-    print(json.dumps({k: v for k, v in report.items() if k != 'predictions'}, indent=1))
+        cls = program.task == 'classification'
+        report['predictions'] = [p.tolist() for p in preds] if cls else None
+        report['logits'] = logits.tolist() if cls else None
+    print(json.dumps({k: v for k, v in report.items() if k not in ('predictions', 'logits')},
+                     indent=1))
     if args.json_out:
         with open(args.json_out, 'w') as f:
             json.dump(report, f, indent=1)

@@ -1,8 +1,8 @@
 """tools/mpc_party.py end to end: one OS process per party, as on three machines.
 
 Certificates from tools/mpc_certs.py, a parties JSON with loopback ports, a
-Block-ReLU ResNet18-CIFAR checkpoint (8 base channels, mixed spec, 16x16 PNG
-inputs). The client's predictions are checked against the plaintext model,
+Block-ReLU ResNet18-CIFAR checkpoint (8 base channels, per-channel spec, 16x16
+PNG inputs). The client's predictions are checked against the plaintext model,
 every party's sent bytes against the cost model, and a dead or missing party
 must make the others fail fast with a one-line error.
 """
@@ -29,9 +29,13 @@ from networks import randomise_bn
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZE = 16
-#: per-channel codes cycled through the sites: ReLU, patches, identity, zero
-CODES = [(1, 1), (2, 2), (0, 1), (1, 0), (2, 1)]
+#: per-channel codes cycled through the sites: ReLU, identity, zero. No multi-pixel
+#: patches: a patch sum within the fixed-point error of 0 flips its whole gate (see
+#: test_mpc/test_networks.py), which random weights make common enough to flip a
+#: prediction now and then; these codes keep the secure logits within ~0.03 of the float ones.
+CODES = [(1, 1), (0, 1), (1, 0)]
 
+# The client passes --images: only the test pipeline of the dataset is used.
 CONFIG = """
 _base_ = ['mmpretrain::_base_/models/resnet18_cifar.py']
 default_scope = 'mmpretrain'
@@ -61,17 +65,24 @@ def work(tmp_path_factory):
                    for i, s in enumerate(sites)}).save(spec)
     config.write_text(CONFIG.format(type='BlockReLUImageClassifier',
                                     extra=f' block_relu_cfg=dict(spec={spec!r}),'))
-    torch.manual_seed(0)
-    model = build_model(str(config))
-    model.init_weights()
-    torch.nn.init.normal_(model.head.fc.weight, std=1.0)  # logits far from ties (upstream: 0.01)
-    ckpt = str(root / 'model.pth')
-    torch.save({'state_dict': randomise_bn(model).state_dict()}, ckpt)
     rng = np.random.default_rng(0)
     images = []
     for i in range(20):
         images.append(str(root / f'{i}.png'))
         Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(images[-1])
+    torch.manual_seed(0)
+    model = build_model(str(config))
+    model.init_weights()
+    randomise_bn(model)
+    # A random head blind to the pooled features' common mean, so that the images get
+    # different classes (upstream's head init gives ~0.01 logits, all of one class).
+    x, _ = load_test_inputs(str(config), model, len(images), images)
+    with torch.no_grad():
+        mu = model.extract_feat(x)[-1].mean(0)
+        w = torch.randn(model.head.fc.weight.shape, generator=torch.Generator().manual_seed(0))
+        model.head.fc.weight.copy_(2 * (w - torch.outer(w @ mu, mu) / mu.dot(mu)))
+    ckpt = str(root / 'model.pth')
+    torch.save({'state_dict': model.state_dict()}, ckpt)
     return dict(root=root, certs=certs, config=str(config), ckpt=ckpt, images=images)
 
 
@@ -139,10 +150,17 @@ def test_three_parties_predictions_and_bytes(work):
     images, _ = load_test_inputs(cfg, model, n, work['images'])
     assert images.shape == (n, 3, SIZE, SIZE)
     plain = plaintext_logits(model, images)
+    secure = torch.tensor(reports['client']['logits'], dtype=torch.float64)
+    assert secure.shape == plain.shape
+    err = float((secure - plain).abs().max())
+    assert err < 0.25, err  # fixed-point error (logits of scale ~5)
+    # same predictions wherever the float model has no near-tie that this error could flip
     top2 = plain.topk(2, dim=1).values
-    print('margins', (top2[:, 0] - top2[:, 1]).tolist(), 'scale', float(plain.abs().max()))
-    assert (top2[:, 0] - top2[:, 1]).min() > 0.1  # no near-ties: fixed point cannot flip them
-    assert reports['client']['predictions'] == plain.argmax(1).tolist()
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * err
+    assert int(clear.sum()) >= 3, (top2, err)
+    got, want = torch.tensor(reports['client']['predictions']), plain.argmax(1)
+    assert torch.equal(got[clear], want[clear]), (got, want)
+    assert len(set(want[clear].tolist())) > 1  # not one class for every image
 
     # bytes: each party's sent bytes == the cost model's, handshake and session included
     shapes = [(min(bs, n - i), 3, SIZE, SIZE) for i in range(0, n, bs)]
