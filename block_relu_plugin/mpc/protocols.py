@@ -374,9 +374,9 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     X1 = X - X0 (8 B) and Z_67 shares of the compared bits of X (bits - 1
     B), and the client sends the server its half of y = a + X (8 B; its
     share of a is known offline). Online: the server sends the client its
-    half of y (8 B),
-    run PrivateCompare on the compared bits of X against y (``bits`` B each
-    to the helper), and the helper sends the server its share of
+    half of y (8 B), both run PrivateCompare on the compared bits of X
+    against y (``bits`` B each to the helper), and the helper sends the
+    server its share of
     g = MSB(X) xor beta' (8 B). Then DReLU = 1 - (g xor MSB(y) xor beta).
     """
     if not 2 <= bits <= 64:
