@@ -297,8 +297,9 @@ def _beaver(sess: Session, op: int, x, y, up=None) -> Tensor:
         e, f = e0 + ef[:nx].reshape(xs), up(y - b + ef[nx:].reshape(ys))
         sess.send('server', e * up(b) + a * f + c - r)
         return r
-    sess.send('client', torch.cat([(x - a).reshape(-1), (y - b).reshape(-1)]))
-    e, f = e0 + x - a, up(y - b + sess.recv('client').reshape(ys))
+    e1 = x - a
+    sess.send('client', torch.cat([e1.reshape(-1), (y - b).reshape(-1)]))
+    e, f = e0 + e1, up(y - b + sess.recv('client').reshape(ys))
     return e * f + e * up(b) + a * f + c + sess.recv('client').reshape(xs)
 
 
@@ -340,6 +341,13 @@ def _private_compare(sess: Session, op: int, xbits_share, t_bits, beta, masks) -
     s, perm = masks
     d = torch.gather((c * s) % P, 1, perm).to(torch.uint8)
     sess.send('helper', d)
+
+
+def _send_bit_shares(sess: Session, x: Tensor, hi: int, lo: int, stream) -> None:
+    """Helper: Z_67 shares of bits ``hi .. lo`` of x for PrivateCompare; the
+    client's are drawn from ``stream`` (client-helper PRF), the server's sent."""
+    u = stream.zp((x.numel(), hi - lo + 1)).to(DTYPE)
+    sess.send('server', ((bits_msb_first(x, hi, lo).to(DTYPE) - u) % P).to(torch.uint8))
 
 
 def _private_compare_result(sess: Session, n: int, cols: int) -> Tensor:
@@ -389,11 +397,8 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     if sess.is_offline:
         if sess.role == 'helper':
             big_x = sess.stream('own', op, 0).ring((n,))
-            x0 = sess.stream('ch', op, 0).ring((n,))
-            u = sess.stream('ch', op, 1).zp((n, m)).to(DTYPE)
-            v = (bits_msb_first(big_x, 62, lo).to(DTYPE) - u) % P
-            sess.send('server', big_x - x0)
-            sess.send('server', v.to(torch.uint8))
+            sess.send('server', big_x - sess.stream('ch', op, 0).ring((n,)))
+            _send_bit_shares(sess, big_x, 62, lo, sess.stream('ch', op, 1))
             sess.put(op, 'msbx', msb(big_x))
         elif sess.role == 'server':
             sess.put(op, 'x1', sess.recv('helper'))
@@ -423,9 +428,9 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     return _xor_public(sess, g, 1 - (msb(y) ^ beta)).reshape(shape)
 
 
-def _share_odd(sess: Session, value: Tensor, stream) -> Optional[Tensor]:
+def _share_odd(sess: Session, value: Tensor, stream) -> None:
     """Helper: split ``value`` over Z_{2^64 - 1}; the client's share is drawn from
-    ``stream`` (client-helper PRF), the server's is sent to it. Returns None."""
+    ``stream`` (client-helper PRF), the server's is sent to it."""
     sess.send('server', odd_sub(value, odd_reduce(stream.ring(tuple(value.shape)))))
 
 
@@ -455,8 +460,7 @@ def share_convert(sess: Session, a) -> Tensor:
     if sess.role == 'helper':
         at0, at1 = sess.recv('client'), sess.recv('server')
         x = at0 + at1
-        u = sess.stream('ch', op, 1).zp((n, 64)).to(DTYPE)
-        sess.send('server', ((bits_msb_first(x, 63, 0).to(DTYPE) - u) % P).to(torch.uint8))
+        _send_bit_shares(sess, x, 63, 0, sess.stream('ch', op, 1))
         _share_odd(sess, wrap(at0, at1), sess.stream('ch', op, 2))
         _share_odd(sess, _private_compare_result(sess, n, 65), sess.stream('ch', op, 3))
         return meta(shape)
@@ -503,9 +507,7 @@ def compute_msb(sess: Session, a) -> Tensor:
         if sess.role == 'helper':
             big_x = odd_reduce(sess.stream('own', op, 0).ring((n,)))
             _share_odd(sess, big_x, sess.stream('ch', op, 0))
-            u = sess.stream('ch', op, 1).zp((n, 64)).to(DTYPE)
-            sess.send('server', ((bits_msb_first(big_x, 63, 0).to(DTYPE) - u) % P)
-                      .to(torch.uint8))
+            _send_bit_shares(sess, big_x, 63, 0, sess.stream('ch', op, 1))
             sess.put(op, 'lsbx', big_x & 1)
         elif sess.role == 'server':
             sess.put(op, 'x1', sess.recv('helper'))
@@ -537,9 +539,7 @@ def drelu_securenn(sess: Session, x) -> Tensor:
     -1 ulp (2^64 - 1 is 0 mod 2^64 - 1, so it comes out 1). Kept beside the
     exact and cheaper :func:`drelu` for comparison with the paper's protocol."""
     m = compute_msb(sess, share_convert(sess, x))
-    if not sess.has_data:
-        return m
-    return (1 - m) if sess.role == 'client' else -m
+    return (1 - _j(sess)) - m if sess.has_data else m
 
 
 def relu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
