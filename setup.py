@@ -5,6 +5,8 @@ setup(
     version='0.1.0',
     description='Budgeted Block-ReLU for OpenMMLab 2.x networks and their 3-party secure inference',
     packages=find_packages(include=['block_relu_plugin', 'block_relu_plugin.*']),
+    # The authors' candidate patch sizes per map size (budget/candidates.py).
+    package_data={'block_relu_plugin.budget': ['authors_block_sizes.json']},
     python_requires='>=3.10',
     # The OpenMMLab stack itself is pinned and installed by tools/setup_env.sh
     # (mmcv must be built from source with ops, after torch).

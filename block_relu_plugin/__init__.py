@@ -12,6 +12,7 @@ from .conversion import (ReLUSite, convert_block_relu, count_relus, find_relu_si
 from .layers import BlockReLU, num_drelus
 from .spec import BlockReLUSpec, SpecError
 from .utils.checkpoint import register_checkpoint_safe_globals
+from . import engine  # noqa: F401  (registers WarmupPolyLR)
 
 __version__ = '0.1.0'
 

@@ -16,6 +16,7 @@ import os
 import torch
 
 import block_relu_plugin  # noqa: F401  (registers the plugin)
+from block_relu_plugin.budget.candidates import candidate_set, candidates_from_cfg
 from block_relu_plugin.budget.distortion import (METHODS, build_plain_model, extract_distortion,
                                                  load_distortion, load_samples)
 from block_relu_plugin.utils.config import default_input_size, load_config
@@ -27,6 +28,8 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help="weights, or 'none' for the initial weights")
     parser.add_argument('--out', required=True, help='distortion directory')
     parser.add_argument('--method', choices=METHODS, default='exact')
+    parser.add_argument('--candidates', help="candidate set: paper, all_pairs or a '+' union "
+                        '(default: the config\'s block_relu_cfg.candidates, else paper)')
     parser.add_argument('--num-samples', type=int, default=512,
                         help='training samples (paper: 2048 CIFAR, 512 ImageNet, 48 ADE20K)')
     parser.add_argument('--batch-size', type=int, default=8, help='samples per forward')
@@ -56,14 +59,16 @@ def main(argv=None):
             torch.cuda.set_device(device)
     cfg = load_config(args.config)
     shape = tuple(args.shape) if args.shape else default_input_size(cfg)
+    candidates = args.candidates or candidates_from_cfg(cfg)  # before build_plain_model drops it
     model = build_plain_model(cfg, args.checkpoint, device, args.seed)
     inputs, indices = load_samples(cfg, model, args.num_samples, args.seed, shape)
-    info = dict(config=os.path.abspath(args.config), sample_indices=indices,
+    info = dict(config=os.path.abspath(args.config), sample_indices=indices, candidates=candidates,
                 checkpoint=(os.path.abspath(args.checkpoint)
                             if args.checkpoint.lower() != 'none' else None))
     done = extract_distortion(model, inputs, args.out, args.method, args.batch_size,
                               args.forward_batch, args.num_probes, args.chunk_channels,
-                              args.seed, info=info, max_items=args.max_items, progress=True)
+                              args.seed, candidate_set(candidates), info=info,
+                              max_items=args.max_items, progress=True)
     if rank == 0:
         print(f'{args.out}: {"complete" if done else "incomplete (run again to resume)"}')
     if done and args.method == 'sketch' and args.validate_channels > 0 and rank == 0:

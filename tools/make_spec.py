@@ -5,39 +5,54 @@ Examples:
     python tools/make_spec.py CONFIG --uniform 2 2 --out uniform_2x2.json
 """
 import argparse
+import sys
 
-from block_relu_plugin.conversion import find_relu_sites
-from block_relu_plugin.spec import BlockReLUSpec
+from block_relu_plugin.conversion import NoSitesError, SiteError, TraceError, find_relu_sites
+from block_relu_plugin.models.block_relu_cfg import set_default_input_size
+from block_relu_plugin.spec import BlockReLUSpec, SpecError
 from block_relu_plugin.utils.config import build_model, default_input_size, load_config
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
+    parser.add_argument('config', help='mmpretrain or mmseg config file')
     parser.add_argument('--out', required=True, help='spec file to write')
     parser.add_argument('--uniform', type=int, nargs=2, metavar=('BH', 'BW'),
                         help='one patch size for every channel (default: 1 1, all ReLU)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size recorded in the spec (default: from the config)')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
     return parser.parse_args()
 
 
-def main():
-    args = parse_args()
+def make_spec(args) -> str:
     cfg = load_config(args.config)
     shape = tuple(args.shape) if args.shape else default_input_size(cfg)
     # The plain architecture: a spec describes sites, not a previous spec.
     model_cfg = cfg.model
-    brc = dict(model_cfg.get('block_relu_cfg') or {})
-    brc.pop('spec', None)
     if 'block_relu_cfg' in model_cfg:
+        brc = dict(model_cfg.get('block_relu_cfg') or {})
+        for key in ('spec', 'budget', 'distortion', 'solver'):
+            brc.pop(key, None)
+        brc.setdefault('input_size', list(shape))
         model_cfg.block_relu_cfg = brc
-    sites = find_relu_sites(build_model(cfg), shape)
+    set_default_input_size(cfg)
+    sites = find_relu_sites(build_model(cfg), shape)  # NoSitesError: never an empty spec
     block = tuple(args.uniform) if args.uniform else (1, 1)
     spec = BlockReLUSpec.uniform(sites, block, config=args.config, input_size=list(shape))
     spec.save(args.out)
-    print(f'wrote {args.out}: {len(sites)} sites, {spec.metadata["drelus"]:,} DReLUs '
-          f'of {spec.metadata["relus"]:,} ReLUs')
+    return (f'wrote {args.out}: {len(sites)} sites, {spec.metadata["drelus"]:,} DReLUs '
+            f'of {spec.metadata["relus"]:,} ReLUs')
+
+
+def main():
+    args = parse_args()
+    try:
+        print(make_spec(args))
+    except (NoSitesError, SiteError, TraceError, SpecError) as e:
+        if args.debug:
+            raise
+        sys.exit(f'make_spec.py: error: {e}')
 
 
 if __name__ == '__main__':

@@ -1,6 +1,13 @@
 """Create the CA and the client/server/helper certificates for the MPC parties.
 
-Usage: python tools/mpc_certs.py OUT_DIR [--hosts HOST ...] [--days N]
+Usage: python tools/mpc_certs.py OUT_DIR --server HOST [HOST ...] --helper HOST [HOST ...]
+                                 [--client HOST ...] [--days N]
+
+Each role gets its own host names / IP addresses: the ones its peers dial it
+by (the server's and the helper's ``host`` in the parties JSON). Writes
+OUT_DIR/<role>/ (ca.pem, <role>.pem, <role>.key: hand each party its own
+directory, nothing else) and OUT_DIR/ca/ (ca.pem, ca.key: the CA key stays
+with whoever runs this tool; delete it when no more certificates are needed).
 """
 import argparse
 import os
@@ -8,20 +15,31 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from block_relu_plugin.mpc.certs import generate_certs  # noqa: E402
+from block_relu_plugin.mpc.certs import ROLES, generate_certs  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('out_dir')
-    parser.add_argument('--hosts', nargs='*', default=None,
-                        help='DNS names / IPs added to every party certificate '
-                        '(default 127.0.0.1 localhost)')
+    for role in ROLES:
+        parser.add_argument(f'--{role}', nargs='+', default=[], metavar='HOST',
+                            help=f'DNS names / IPs of the {role} machine'
+                            + (' (optional: nobody dials the client)' if role == 'client'
+                               else ' (required)'))
+    parser.add_argument('--hosts', nargs='*', help=argparse.SUPPRESS)
     parser.add_argument('--days', type=int, default=30)
     args = parser.parse_args(argv)
-    paths = generate_certs(args.out_dir, args.hosts, args.days)
-    for name, path in sorted(paths.items()):
-        print(f'{name}: {path}')
+    if args.hosts is not None:
+        parser.error('--hosts was removed: it put the same names in every party\'s '
+                     'certificate; give each role its own: --server HOST --helper HOST '
+                     '[--client HOST]')
+    try:
+        paths = generate_certs(args.out_dir, {r: getattr(args, r) for r in ROLES}, args.days)
+    except ValueError as e:
+        parser.error(str(e))
+    for role in ROLES:
+        print(f'{role}: give {paths[f"{role}_dir"]}/ to the {role} (its cert_dir)')
+    print(f'CA key: {paths["ca_key"]} (keep it off the parties; delete it when done)')
 
 
 if __name__ == '__main__':

@@ -9,6 +9,11 @@ helper need the input shape (--shape), which is public. The number of images,
 the batch size and the compile options (--bits, --relu-bits, --pool-bits,
 --spec) are public too and must be the same at all three parties.
 
+Below 64 compared bits every comparison site needs a pre-shift that fits its
+values (block_relu_plugin/mpc/calibrate.py). The server calibrates on training
+images and writes the per-site shifts (public, like the spec: no measured
+ranges) to --shifts-out; the client and the helper compile with --shifts FILE.
+
 A party that cannot reach its peers within the parties JSON's
 ``connect_timeout``, or whose peer dies, aborts or stays silent for
 ``timeout`` seconds, exits with status 1 and a one-line error.
@@ -41,9 +46,23 @@ def parse_args(argv=None):
     parser.add_argument('model_config', help='mmpretrain or mmseg config file')
     parser.add_argument('checkpoint', nargs='?', help='weights (server only)')
     parser.add_argument('--spec', help='Block-ReLU spec file (replaces the config\'s)')
-    parser.add_argument('--bits', type=int, default=64)
-    parser.add_argument('--relu-bits', type=int, default=64)
-    parser.add_argument('--pool-bits', type=int, default=64)
+    parser.add_argument('--bits', type=_bits, default=64,
+                        help='compared bits of Block-ReLU DReLUs (2..64; default 64: exact)')
+    parser.add_argument('--relu-bits', type=_bits, default=64,
+                        help='same for plain ReLU sites (default 64)')
+    parser.add_argument('--pool-bits', type=_bits, default=64,
+                        help='same for MaxPool comparisons (default 64)')
+    parser.add_argument('--shifts', help='below 64 bits: the per-site shifts JSON written by '
+                        "the server's --shifts-out (client, helper; the server may reuse one)")
+    parser.add_argument('--shifts-out', default='site_shifts.json',
+                        help='server, below 64 bits: where to write the calibrated per-site '
+                        'shifts for the other parties (default site_shifts.json)')
+    parser.add_argument('--calibration-images', type=int, default=256,
+                        help='server, below 64 bits: training images to calibrate on '
+                        '(default 256)')
+    parser.add_argument('--margin', type=float, default=4.0,
+                        help='server, below 64 bits: compared range / calibrated range '
+                        '(default 4)')
     parser.add_argument('--num-images', type=int, default=10)
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
@@ -55,20 +74,61 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _bits(text: str) -> int:
+    try:
+        b = int(text)
+    except ValueError:
+        b = 0
+    if not 2 <= b <= 64:
+        raise argparse.ArgumentTypeError(f'must be an integer in 2..64, got {text!r}')
+    return b
+
+
+def _site_shifts(args, cfg, model, frac_bits):
+    """Below 64 bits: the per-site shifts (read from --shifts, or calibrated
+    by the server and written to --shifts-out); None at 64 bits."""
+    if min(args.bits, args.relu_bits, args.pool_bits) == 64:
+        return None, None
+    if args.shifts:
+        with open(args.shifts) as f:
+            shifts = json.load(f)
+        if not isinstance(shifts, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in shifts.values()):
+            raise SystemExit(f'{args.shifts}: expected a JSON object {{site: shift}}')
+        return shifts, None
+    if args.role != 'server':
+        raise SystemExit('below 64 bits the client and the helper need --shifts FILE: the '
+                         "per-site shifts the server wrote with --shifts-out")
+    from block_relu_plugin.budget.distortion import load_samples
+    from block_relu_plugin.mpc.calibrate import measure_ranges
+    images, _ = load_samples(cfg, model, args.calibration_images, seed=0,
+                             shape=tuple(args.shape))
+    return None, measure_ranges(model, images)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.role == 'server' and not args.checkpoint:
         raise SystemExit('the server needs the checkpoint')
     if args.role != 'server' and args.checkpoint:
         raise SystemExit('only the server may load the checkpoint')
+    if args.role != 'client' and not args.shape:
+        raise SystemExit('--shape H W is required for the server and the helper')
     cfg = load_config(args.model_config)
     model = build_model(cfg, spec=args.spec, checkpoint=args.checkpoint)
     parties = load_parties(args.parties)
     frac_bits = int(parties.get('frac_bits', 12))
+    shifts, calibration = _site_shifts(args, cfg, model, frac_bits)
     # same uid at every party: the weights' session keys match by name
     program = compile_model(model, bits=args.bits, relu_bits=args.relu_bits,
                             pool_bits=args.pool_bits, frac_bits=frac_bits,
-                            with_weights=args.role == 'server', uid='party')
+                            with_weights=args.role == 'server', uid='party',
+                            calibration=calibration, margin=args.margin, site_shifts=shifts)
+    if calibration is not None:
+        with open(args.shifts_out, 'w') as f:
+            json.dump(program.options['site_shifts'], f, indent=1)
+        print(f'server: per-site shifts written to {args.shifts_out}: give it to the client '
+              'and the helper (--shifts)', file=sys.stderr, flush=True)
     n, bs = args.num_images, args.batch_size
     if args.role == 'client':
         images, labels = load_test_inputs(cfg, model, n, args.images)
@@ -87,8 +147,8 @@ def main(argv=None):
         with open_session(args.role, parties) as sess:
             print(f'{args.role}: connected', file=sys.stderr, flush=True)
             res = run_party(sess, program, batches, args.threads)
-    except PeerError as e:  # a peer is unreachable, died, aborted or timed out
-        raise SystemExit(f'error: {e}') from None
+    except (PeerError, FileNotFoundError) as e:  # a peer is unreachable, died, aborted or
+        raise SystemExit(f'error: {e}') from None  # timed out; or a certificate is missing
     records = res['handshake'] + [r for batch in res['records'] for r in batch]
     sent = measured_costs({args.role: records})
     total = sum(sent.values(), Cost())

@@ -1,38 +1,88 @@
-"""Solve patch sizes under a DReLU budget from a distortion directory and write a spec.
+"""Solve patch sizes under a budget from a distortion directory and write a spec.
 
     python tools/solve_budget.py --distortion DIR --budget 0.06 --out SPEC.json \\
-        [--solver exact|dense|uniform] [--plots PLOT_DIR]
+        [--bits 16] [--solver exact|dense|uniform] [--candidates paper|all_pairs] \\
+        [--plots PLOT_DIR]
 
---budget is a fraction of the all-ReLU count (<= 1) or a DReLU count (> 1).
+--budget forms: 0.06 (a fraction of the ReLUs, in (0, 1]), 6% (percent),
+drelus=33423 (DReLUs per image), bytes=20MB (bytes per image of the ReLU
+sites, online + offline; units B, kB, MB, GB, KiB, MiB, GiB or a plain number
+such as 20e6), online_bytes=20MB (online only). A bare number above 1 is
+refused. Byte budgets assume --bits compared bits per DReLU (or ',bits=16'
+inside the budget; default 64): run secure inference with the same --bits.
+--candidates restricts the choice to one candidate set (default: every measured
+candidate); e.g. extract once with --candidates paper+all_pairs, solve with either.
 """
 import argparse
 import os
 
-from block_relu_plugin.budget.distortion import load_distortion
+from block_relu_plugin.budget.budget_spec import BudgetError, check_bits, parse_budget
 from block_relu_plugin.budget.solve import SOLVERS, solve_budget
 
 
+def _budget(text):
+    try:
+        parse_budget(text)  # checked early; read again with --bits below
+        return text
+    except BudgetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _bits(text):
+    try:
+        return check_bits(text)
+    except BudgetError:
+        raise argparse.ArgumentTypeError(f'--bits must be a whole number in 2..64, '
+                                         f'got {text!r}') from None
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--distortion', required=True, help='distortion directory')
-    parser.add_argument('--budget', type=float, required=True,
-                        help='fraction of the ReLUs (<= 1) or DReLU count (> 1)')
+    parser.add_argument('--budget', type=_budget, required=True,
+                        help="0.06, 6%%, drelus=33423, bytes=20MB or online_bytes=20MB "
+                        '(forms above)')
+    parser.add_argument('--bits', type=_bits, default=None,
+                        help='compared bits per DReLU that byte budgets assume '
+                        '(default 64; DReLU budgets ignore it)')
     parser.add_argument('--out', required=True, help='spec file to write')
-    parser.add_argument('--solver', choices=SOLVERS, default='exact')
-    parser.add_argument('--plots', help='directory for distortion_curves.png and patch_sizes.png')
-    return parser.parse_args(argv)
+    parser.add_argument('--solver', choices=SOLVERS, default='exact',
+                        help='exact (default) and dense reach the same optimum; uniform: one '
+                        'patch size everywhere')
+    parser.add_argument('--candidates', help='candidate set to choose from (paper, all_pairs, '
+                        "or a '+' union); default: every measured candidate")
+    parser.add_argument('--plots', help='directory for distortion_curves.png and patch_sizes.png '
+                        '(default: no plots)')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
+    args = parser.parse_args(argv)
+    try:  # a byte budget naming other bits than --bits: refused before any work
+        args.budget = parse_budget(args.budget, args.bits)
+    except BudgetError as e:
+        parser.error(str(e))
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    budget = int(args.budget) if args.budget > 1 and args.budget.is_integer() else args.budget
-    distortion = load_distortion(args.distortion)
-    spec = solve_budget(distortion, budget, args.solver)
+    from block_relu_plugin.budget.distortion import load_distortion
+    try:  # user errors (missing directory, infeasible budget, unmeasured set): one line
+        distortion = load_distortion(args.distortion)
+        spec = solve_budget(distortion, args.budget, args.solver, args.candidates)
+    except ValueError as e:  # BudgetError and DistortionError are ValueErrors
+        if args.debug:
+            raise
+        raise SystemExit(f'solve_budget.py: error: {e}') from None
     spec.save(args.out)
     m = spec.metadata
-    print(f'wrote {args.out}: {m["drelus"]:,} of {m["budget_drelus"]:,} budgeted DReLUs '
-          f'({100 * m["drelus"] / m["relus"]:.2f} % of {m["relus"]:,} ReLUs), '
-          f'objective {m["objective"]}, lower bound {m["lower_bound"]}, solver {m["solver"]}')
+    if 'budget_bytes' in m:
+        spent = (f'{m["bytes"]:,} of {m["budget_bytes"]:,} budgeted bytes per image '
+                 f'({m["bytes_phase"]}, bits={m["bits"]}), {m["drelus"]:,} DReLUs')
+    else:
+        spent = f'{m["drelus"]:,} of {m["budget_drelus"]:,} budgeted DReLUs'
+    print(f'wrote {args.out}: {spent} ({100 * m["drelus"] / m["relus"]:.2f} % of '
+          f'{m["relus"]:,} ReLUs), objective {m["objective"]}, lower bound '
+          f'{m["lower_bound"]}, solver {m["solver"]}')
     if args.plots:
         from block_relu_plugin.budget.plots import plot_distortion_curves, plot_patch_map
         curves = os.path.join(args.plots, 'distortion_curves.png')

@@ -663,7 +663,7 @@ def _run_sketch(model, inputs, out_dir, manifest, rank, world, max_items, progre
 
 # ------------------------------------------------------------------ samples
 #: block_relu_cfg keys that choose patch sizes: distortion is measured without them.
-_SPEC_KEYS = ('spec', 'budget', 'distortion', 'solver')
+_SPEC_KEYS = ('spec', 'budget', 'distortion', 'solver', 'candidates')
 
 
 def build_plain_model(cfg, checkpoint: Optional[str] = None, device: str = 'cpu',
@@ -694,10 +694,13 @@ def load_samples(cfg, model: nn.Module, num_samples: int, seed: int,
     """Draw ``num_samples`` training samples through the config's pipeline and preprocessor.
 
     Samples are drawn without replacement from ``cfg.train_dataloader.dataset``
-    with ``seed`` (which also seeds the pipeline's random augmentations), put
-    through the model's ``data_preprocessor`` (inference mode: no batch
-    augmentation), and resized (bilinear) to ``shape`` where the pipeline
-    gives another size, since every site needs one spatial size.
+    with ``seed`` (which also seeds the pipeline's random augmentations),
+    collated by the dataloader's ``collate_fn``, put through the model's
+    ``data_preprocessor`` (inference mode: no batch augmentation; the model
+    must come from :func:`..utils.config.build_model` or
+    :func:`build_plain_model`, which merge the config's top-level
+    ``data_preprocessor`` into it), and resized (bilinear) to ``shape`` where
+    the pipeline gives another size, since every site needs one spatial size.
 
     Returns:
         (inputs, indices): ``N x C x H x W`` float tensor on the CPU and the
@@ -706,10 +709,9 @@ def load_samples(cfg, model: nn.Module, num_samples: int, seed: int,
     import random
 
     import torch.nn.functional as F
-    from mmengine.dataset import pseudo_collate
     from mmengine.registry import DATASETS, init_default_scope
 
-    from ..utils.config import codebase
+    from ..utils.config import codebase, collate_fn
     init_default_scope(codebase(cfg))
     loader = cfg.get('train_dataloader')
     if not loader or not loader.get('dataset'):
@@ -722,10 +724,11 @@ def load_samples(cfg, model: nn.Module, num_samples: int, seed: int,
     np.random.seed(seed)
     torch.manual_seed(seed)
     preprocessor = getattr(model, 'data_preprocessor', None)
+    collate = collate_fn(loader)
     samples = []
     with torch.no_grad():
         for idx in indices.tolist():
-            data = pseudo_collate([dataset[idx]])
+            data = collate([dataset[idx]])
             x = preprocessor(data, training=False)['inputs'] if preprocessor else data['inputs']
             x = x.float().cpu()
             if tuple(x.shape[2:]) != tuple(shape):

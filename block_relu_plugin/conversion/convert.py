@@ -4,14 +4,14 @@ Each function rewrites ``module`` in place where it can and returns it (the
 root itself is replaced when it is the target), in the style of
 :func:`mmengine.model.revert_sync_batchnorm`.
 """
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 from torch import nn
 
 from ..layers.block_relu import BlockReLU
 from ..spec.spec import BlockReLUSpec, SpecError
-from .sites import SITE_TYPES, find_relu_sites
-from .split import split_reused_relus
+from .sites import SITE_TYPES
+from .split import split_and_find_sites
 
 
 def _replace(module: nn.Module, match: Callable[[str, nn.Module], Optional[nn.Module]],
@@ -53,7 +53,7 @@ def relu6_to_relu(module: nn.Module) -> nn.Module:
 def convert_block_relu(module: nn.Module,
                        spec: Union[BlockReLUSpec, str],
                        partial: bool = False,
-                       input_size=64) -> nn.Module:
+                       input_size: Union[None, int, Sequence[int]] = None) -> nn.Module:
     """Convert the sites named in ``spec`` to :class:`BlockReLU`.
 
     Reused ReLU modules are split first, so site names match
@@ -64,19 +64,20 @@ def convert_block_relu(module: nn.Module,
         module: The network.
         spec: A :class:`BlockReLUSpec` or the path of a spec file.
         partial: Allow model sites that the spec does not name (they stay ReLU).
-        input_size: Input side used to discover the sites; channel counts and
-            names do not depend on it, so a small one is enough.
+        input_size: Input side or ``(H, W)`` used to discover the sites;
+            names and channel counts do not depend on it, so any size the
+            model accepts will do (default 64, or 224 if it does not run at 64).
 
     Returns:
         nn.Module: the converted module.
 
     Raises:
         SpecError: if the spec does not fit the model.
+        NoSitesError: if the model has no ReLU site.
     """
     if not isinstance(spec, BlockReLUSpec):
         spec = BlockReLUSpec.load(spec)
-    module = split_reused_relus(module)
-    spec.validate(find_relu_sites(module, input_size), partial=partial)
+    spec.validate(split_and_find_sites(module, input_size), partial=partial)
 
     def match(path, m):
         if path in spec.sites:

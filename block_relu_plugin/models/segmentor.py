@@ -1,7 +1,14 @@
+import copy
+import functools
+
+import torch
+import torch.nn.functional as F
 from mmseg.models import EncoderDecoder
 from mmseg.registry import MODELS
+from mmseg.utils import add_prefix
 
 from .block_relu_cfg import apply_block_relu_cfg
+from .distill import Distiller, check_distill_cfg, teacher_block_relu_cfg
 
 
 @MODELS.register_module()
@@ -10,13 +17,59 @@ class BlockReLUEncoderDecoder(EncoderDecoder):
 
     Args:
         block_relu_cfg (dict, optional): see :mod:`block_relu_plugin.models.block_relu_cfg`.
+        distill_cfg (dict, optional): distillation from the all-ReLU network while
+            training, per pixel on the decode head's logits, see
+            :mod:`block_relu_plugin.models.distill`.
         **kwargs: the arguments of ``EncoderDecoder``.
 
     Sites are the ReLUs of the inference path (backbone and decode head); the
-    auxiliary head only serves training and keeps its ReLUs.
+    auxiliary head only serves training and keeps its ReLUs. The state-dict
+    layout equals the plain segmentor's (with or without ``distill_cfg``).
     """
 
-    def __init__(self, *args, block_relu_cfg=None, **kwargs):
+    def __init__(self, *args, block_relu_cfg=None, distill_cfg=None, **kwargs):
+        distill_cfg = check_distill_cfg(distill_cfg)
+        # Copied before the base class edits them (it fills in defaults in place).
+        teacher_args = copy.deepcopy((args, kwargs)) if distill_cfg else None
         super().__init__(*args, **kwargs)
         self.block_relu_cfg = block_relu_cfg
         apply_block_relu_cfg(self, block_relu_cfg)
+        # A plain object, not a submodule: the teacher stays out of parameters(),
+        # the optimizer and state_dict().
+        self.distiller = None
+        if distill_cfg:
+            targs, tkwargs = teacher_args
+            tbrc = teacher_block_relu_cfg(block_relu_cfg)
+            self.distiller = Distiller(distill_cfg, functools.partial(
+                BlockReLUEncoderDecoder, *targs, block_relu_cfg=tbrc, **tkwargs))
+
+    def loss(self, inputs, data_samples):
+        if self.distiller is None:
+            return super().loss(inputs, data_samples)
+        x = self.extract_feat(inputs)
+        logits = self.decode_head(x)
+        if not torch.is_tensor(logits):
+            raise TypeError(f'distill_cfg needs a decode head that returns one logits tensor; '
+                            f'{type(self.decode_head).__name__} returns {type(logits).__name__}')
+        # What EncoderDecoder.loss does, with the decode head's forward done once.
+        losses = add_prefix(self.decode_head.loss_by_feat(logits, data_samples), 'decode')
+        if self.with_auxiliary_head:
+            losses.update(self._auxiliary_head_forward_train(x, data_samples))
+        teacher = self.distiller.get_teacher(inputs)
+        with torch.no_grad():
+            teacher_logits = teacher.decode_head(teacher.extract_feat(inputs))
+        labels = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1)
+        size = labels.shape[-2:]
+        align = self.decode_head.align_corners
+        logits = F.interpolate(logits, size, mode='bilinear', align_corners=align)
+        teacher_logits = F.interpolate(teacher_logits, size, mode='bilinear', align_corners=align)
+        ignore = self.decode_head.ignore_index
+        valid = labels != ignore if ignore is not None else None
+        losses['loss_distill'] = self.distiller.loss(logits, teacher_logits, valid)
+        return losses
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if getattr(self, 'distiller', None) is not None:
+            self.distiller.apply(fn)  # .to() / .cuda() / .half() move the teacher too
+        return self

@@ -77,7 +77,7 @@ Protocol functions (all take ``sess`` first; ``x`` is a share or meta tensor)
   exact), MSB over Z_{2^64 - 1} (exact) and their DReLU composition (wrong
   at -1 ulp only; kept for comparison: ``drelu`` is exact and cheaper).
 - ``block_relu(sess, x, block_sizes (C, 2), bits=64, shift=0)``: Block-ReLU
-  as ``layers.BlockReLU`` (gate = patch sum >= 0; (0,1) identity, (1,0)
+  as ``layers.BlockReLU`` (gate = patch sum > 0; (0,1) identity, (1,0)
   zero, (1,1) ReLU). With bits < 64 or shift > 0 each patch sum is shifted
   right by ``shift + floor(log2(valid pixels))`` before the DReLU.
 - ``max_pool2d(sess, x, kernel_size, stride=None, padding=0, bits=64, shift=0)``.

@@ -7,9 +7,9 @@ replaces the leaf modules by *secure modules* that call the protocols of
 indexing in the upstream forwards are plain torch ops, which are local on
 additive shares (int64 at client and server online, ``device='meta'`` tensors
 for the helper and in the offline pass). A guard (a torch function mode)
-refuses every other tensor operation the upstream forwards might apply to
-shares, and replaces the bilinear resize of a 1x1 map (mmseg ``ASPPHead``'s
-image-pool branch) by exact replication.
+runs resizes (``F.interpolate``, mmseg ``resize``: any mode, size or scale)
+and functional adaptive average pooling as local secure ops, and refuses
+every other tensor operation the upstream forwards might apply to shares.
 
 Leaf modules and what they become:
 
@@ -22,22 +22,35 @@ Leaf modules and what they become:
 ``nn.MaxPool2d``                                 :func:`.protocols.max_pool2d` (``pool_bits``)
 ``nn.AvgPool2d``                                 :func:`.protocols.avg_pool2d` (local)
 ``nn.AdaptiveAvgPool2d(1)``                      :func:`.protocols.global_avg_pool` (local)
+``nn.AdaptiveAvgPool2d(k)``                      :func:`.protocols.adaptive_avg_pool2d` (local)
+``nn.Upsample``, ``F.interpolate``               :func:`.protocols.resize` (local: public
+                                                 weights, then truncation; nearest: gather)
 Dropout, ``nn.Identity``, ``DropPath``           identity (inference)
 ==============================================  ==========================================
 
-Anything else that the inference forward calls (ReLU6, GELU, LayerNorm, a BN
-not preceded by a convolution, a resize of a map larger than 1x1, ...) is
-refused at compile time with :class:`UnsupportedLayerError`, naming the
-module path and type.
+Anything else that the inference forward calls is refused at compile time
+with :class:`UnsupportedLayerError`, naming the module path, the layer or
+operation, and what would make it compile: non-ReLU activations and gates
+(sigmoid / SE blocks, hard-sigmoid, HSwish, GELU, SiLU, ReLU6 unless
+converted with ``relu6_to_relu``, ...: the runtime computes only ReLU-family
+nonlinearities), LayerNorm, a BN not preceded by a convolution, a product
+of two secret tensors, an antialiased resize.
 
 Weights are public in shape only: the server compiles with the checkpoint
 (``with_weights=True``: BN folded in float64, quantised to int64 fixed
 point), client and helper compile the same config without weights, or get
-``program.public()``. The architecture and spec are public, so all three
-programs make the same protocol calls in the same order.
+``program.public()``, which carries no tensor values at all. The
+architecture and spec are public, so all three programs make the same
+protocol calls in the same order.
+
+Approximate comparisons (``bits < 64`` for a kind of site) are only right
+while the compared values fit the range their pre-shift leaves
+(:mod:`.calibrate`); such a compile needs the per-site value ranges measured
+on training data (``calibration=measure_ranges(model, images)``), from which
+each site gets its own shift (or an explicit ``shift=``).
 
 Example:
-    >>> program = compile_model(model, bits=16)
+    >>> program = compile_model(model, bits=16, calibration=ranges)
     >>> with sess.offline():
     ...     program(sess, (1, 3, 32, 32))
     >>> with sess.online():
@@ -46,7 +59,9 @@ Example:
 import contextlib
 import contextvars
 import copy
+import sys
 import uuid
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -61,25 +76,14 @@ from ..conversion.split import split_reused_relus
 from ..layers.block_relu import BlockReLU, check_block_sizes
 from . import cost as _cost
 from . import protocols as P
+from .calibrate import check_ranges, choose_shift, compared_range
 from .ring import FRAC_BITS, conv_out_shape, decode, encode
 
-__all__ = ['UnsupportedLayerError', 'SecureProgram', 'compile_model', 'default_shift']
+__all__ = ['UnsupportedLayerError', 'SecureProgram', 'compile_model']
 
 
 class UnsupportedLayerError(ValueError):
     """The network uses an operation the secure runtime cannot run."""
-
-
-def default_shift(bits: int, frac_bits: int = FRAC_BITS) -> int:
-    """Pre-shift of approximate DReLUs giving the authors' range and precision.
-
-    The authors compared 16 of 64 bits after dropping 5 LSBs at 16 fractional
-    bits: signs are exact for values in (-16, 16) real units, resolved to
-    2^-11. ``shift = 5 + frac_bits - bits`` (at least 0) keeps that range for
-    any ``frac_bits``: at f = 12 and b = 16 it is 1; from b = 17 on it is 0
-    (a wider range, full precision).
-    """
-    return 0 if bits >= 64 else max(0, 5 + frac_bits - bits)
 
 
 # ----------------------------------------------------------------- runtimes
@@ -312,6 +316,68 @@ class SecureGlobalAvgPool(SecureModule):
         return protocol.local(), P.meta(tuple(x.shape[:2]) + (1, 1))
 
 
+class SecureAdaptiveAvgPool(SecureModule):
+    """Adaptive average pooling to any output size (PyTorch's windows; local)."""
+
+    free = True
+
+    def __init__(self, label: str, output_size):
+        super().__init__(label)
+        self.output_size = output_size
+
+    def mpc(self, sess, x):
+        return P.adaptive_avg_pool2d(sess, x, self.output_size)
+
+    def cost(self, protocol, x, first_use):
+        return protocol.local(), P.meta(P.adaptive_pool_out_shape(x.shape, self.output_size))
+
+
+class SecureResize(SecureModule):
+    """``F.interpolate`` / ``nn.Upsample`` / mmseg ``resize``, any mode, size or
+    scale: public interpolation weights applied to each share (local)."""
+
+    free = True
+
+    def __init__(self, label: str, size=None, scale_factor=None, mode: str = 'nearest',
+                 align_corners=None, recompute_scale_factor=None, antialias: bool = False):
+        super().__init__(label)
+        if antialias:
+            raise UnsupportedLayerError(
+                f'{label}: an antialiased {mode} resize is not supported on secret shares; '
+                'it compiles with antialias=False')
+        if isinstance(size, torch.Size) or isinstance(size, (list, tuple)):
+            size = tuple(int(v) for v in size)
+        self.kwargs = dict(size=size, scale_factor=scale_factor, mode=mode,
+                           align_corners=align_corners,
+                           recompute_scale_factor=recompute_scale_factor)
+
+    def mpc(self, sess, x):
+        return P.resize(sess, x, **self.kwargs)
+
+    def cost(self, protocol, x, first_use):
+        if x.dim() != 4:
+            raise UnsupportedLayerError(
+                f'{self.label}: resize of a {x.dim()}-d tensor is not supported on secret '
+                'shares (only (N, C, H, W) maps)')
+        mh, mw = P.resize_maps(x.shape, **self.kwargs)
+        return protocol.local(), P.meta(tuple(x.shape[:2]) + (mh.shape[0], mw.shape[0]))
+
+    def extra_repr(self) -> str:
+        return f'{self.label}, {self.kwargs}'
+
+
+def _interpolate_args(input, size=None, scale_factor=None, mode='nearest', align_corners=None,
+                      recompute_scale_factor=None, antialias=False):
+    """``F.interpolate``'s arguments by name (the guard sees them positional or not)."""
+    return input, dict(size=size, scale_factor=scale_factor, mode=mode,
+                       align_corners=align_corners,
+                       recompute_scale_factor=recompute_scale_factor, antialias=antialias)
+
+
+def _adaptive_pool_args(input, output_size):
+    return input, output_size
+
+
 class SecureIdentity(SecureModule):
     """Dropout, Identity, DropPath and folded BatchNorms at inference: identity."""
 
@@ -322,6 +388,67 @@ class SecureIdentity(SecureModule):
 
     def cost(self, protocol, x, first_use):
         return protocol.local(), x
+
+
+# ----------------------------------------------------------------- refusals
+_NOT_RELU_REASON = ('is not a ReLU network: the secure runtime computes only ReLU-family '
+                    'nonlinearities (ReLU, Block-ReLU, MaxPool)')
+_RETRAIN = ("replace it by ReLU (e.g. act_cfg=dict(type='ReLU')) and retrain or fine-tune")
+#: class name of a non-ReLU activation (or gate) -> (what it is, what would make it compile)
+_NOT_RELU = {
+    'Sigmoid': ('a sigmoid gate', 'use the backbone without sigmoid gates (e.g. ResNet for '
+                'SE-ResNet, or se_cfg/SE blocks off), or ' + _RETRAIN),
+    'Hardsigmoid': ('a hard-sigmoid gate', 'use the backbone without SE blocks, or ' + _RETRAIN),
+    'HSigmoid': ('a hard-sigmoid gate', 'use the backbone without SE blocks, or ' + _RETRAIN),
+    'Hardswish': ('an HSwish activation', _RETRAIN),
+    'HSwish': ('an HSwish activation', _RETRAIN),
+    'SiLU': ('a SiLU/Swish activation', _RETRAIN),
+    'Swish': ('a SiLU/Swish activation', _RETRAIN),
+    'GELU': ('a GELU activation', _RETRAIN),
+    'Mish': ('a Mish activation', _RETRAIN),
+    'Tanh': ('a tanh activation', _RETRAIN),
+    'ELU': ('an ELU activation', _RETRAIN),
+    'LeakyReLU': ('a LeakyReLU activation', _RETRAIN),
+    'PReLU': ('a PReLU activation', _RETRAIN),
+    'Softmax': ('a softmax', 'compute it after the network, on the revealed logits'),
+    'ReLU6': ('a ReLU6 (a clipped ReLU)', "convert it: relu6_to_relu=True in block_relu_cfg "
+              '(block_relu_plugin.conversion.relu6_to_relu), then fine-tune'),
+    'Hardtanh': ('a Hardtanh/ReLU6 (a clipped ReLU)', "relu6_to_relu=True in block_relu_cfg "
+                 'for ReLU6, or ' + _RETRAIN),
+}
+#: functional torch ops in a forward -> (what it is, what would make it compile)
+_NOT_RELU_OPS = {
+    'sigmoid': _NOT_RELU['Sigmoid'], 'sigmoid_': _NOT_RELU['Sigmoid'],
+    'hardsigmoid': _NOT_RELU['Hardsigmoid'], 'hardswish': _NOT_RELU['Hardswish'],
+    'silu': _NOT_RELU['SiLU'], 'gelu': _NOT_RELU['GELU'], 'mish': _NOT_RELU['Mish'],
+    'tanh': _NOT_RELU['Tanh'], 'elu': _NOT_RELU['ELU'], 'leaky_relu': _NOT_RELU['LeakyReLU'],
+    'softmax': _NOT_RELU['Softmax'], 'relu6': _NOT_RELU['ReLU6'],
+    'hardtanh': _NOT_RELU['Hardtanh'], 'hardtanh_': _NOT_RELU['Hardtanh'],
+}
+_FUNCTIONAL_FIX = {
+    'relu': 'a functional ReLU (F.relu / torch.relu) in a forward is not a site: use an '
+            'nn.ReLU module',
+    'relu_': 'a functional ReLU (F.relu / torch.relu) in a forward is not a site: use an '
+             'nn.ReLU module',
+    'mul': 'a product of two secret tensors (e.g. an SE or attention gate) is not part of a '
+           'ReLU convnet: use the model without gates',
+    '__mul__': 'a product of two secret tensors (e.g. an SE or attention gate) is not part of '
+               'a ReLU convnet: use the model without gates',
+    'clamp': 'a clamp is a clipped activation: use ReLU (relu6_to_relu for ReLU6)',
+    'clamp_': 'a clamp is a clipped activation: use ReLU (relu6_to_relu for ReLU6)',
+}
+
+
+def _not_relu_message(where: str, layer: str, what: str, fix: str) -> str:
+    return f'{where} ({layer}): {what} {_NOT_RELU_REASON}; to compile, {fix}'
+
+
+def _not_relu_layer(mod: nn.Module) -> Optional[Tuple[str, str]]:
+    """(what, fix) if ``mod`` (or a class it derives from) is a known non-ReLU activation."""
+    for cls in type(mod).__mro__:
+        if cls.__name__ in _NOT_RELU:
+            return _NOT_RELU[cls.__name__]
+    return None
 
 
 # ----------------------------------------------------------------- the guard
@@ -342,9 +469,11 @@ class _Guard(TorchFunctionMode):
     """Allow only share-compatible torch ops in the model's own forward.
 
     Structural ops (views, indexing, shape queries) and share + share,
-    share - share and concatenation are local on additive shares. A resize
-    of a 1x1 map is replaced by replication (exact). Everything else raises
-    :class:`UnsupportedLayerError` naming the innermost module running.
+    share - share and concatenation are local on additive shares. Resizes
+    (``F.interpolate``, any mode and size) and adaptive average pooling run
+    as local secure ops (:class:`SecureResize`, :class:`SecureAdaptiveAvgPool`).
+    Everything else raises :class:`UnsupportedLayerError` naming the innermost
+    module running, the operation and what would make it compile.
     """
 
     _stack: List['_Guard'] = []
@@ -360,7 +489,34 @@ class _Guard(TorchFunctionMode):
         return cls._stack[-1] if cls._stack else None
 
     def _module(self) -> str:
-        return self.where[-1] if self.where else '<model>'
+        """Path of the innermost module whose code is running.
+
+        Forward hooks miss modules whose ``forward`` is called directly (an
+        mmseg segmentor calls ``decode_head.forward``), so the Python stack
+        is searched first; the root gets a readable name, never ''.
+        """
+        frame = sys._getframe(1)
+        while frame is not None:
+            obj = frame.f_locals.get('self')
+            if isinstance(obj, nn.Module) and obj in self.paths:
+                return self._name(obj)
+            frame = frame.f_back
+        return self.where[-1] if self.where and self.where[-1] else self._root()
+
+    def _name(self, module: nn.Module) -> str:
+        return self.paths[module] or self._root()
+
+    def _root(self) -> str:
+        root = next((m for m, p in self.paths.items() if p == ''), None)
+        return f'<top level of {type(root).__name__}>' if root is not None else '<model>'
+
+    def _local(self, op: 'SecureModule', x: Tensor) -> Tensor:
+        """Run a local secure op met in the forward (protocol internals unguarded)."""
+        inside, self.inside = self.inside, True
+        try:
+            return _RUNTIME.get().call(op, x)
+        finally:
+            self.inside = inside
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -377,31 +533,28 @@ class _Guard(TorchFunctionMode):
                 return func(*args, **kwargs)
             raise UnsupportedLayerError(
                 f'{self._module()}: {name} with a public (non-share) operand is not supported '
-                'on fixed-point shares')
+                'on fixed-point shares; to compile, fold the constant into a layer (a conv '
+                'bias) or remove it')
+        where = self._module()
         if name == 'interpolate':
-            return self._replicate(*args, **kwargs)
+            x, kw = _interpolate_args(*args, **kwargs)
+            return self._local(SecureResize(where, **kw), x)
+        if name == 'adaptive_avg_pool2d':
+            x, size = _adaptive_pool_args(*args, **kwargs)
+            return self._local(SecureAdaptiveAvgPool(where, size), x)
+        layer = f'{self._type(where)}, torch.{name}'
+        if name in _NOT_RELU_OPS:
+            raise UnsupportedLayerError(_not_relu_message(where, layer, *_NOT_RELU_OPS[name]))
+        fix = _FUNCTIONAL_FIX.get(name, 'express it with the supported layers (see '
+                                  'block_relu_plugin.mpc.compiler)')
         raise UnsupportedLayerError(
-            f'{self._module()} ({self._type()}): torch operation {name!r} in the forward is '
-            'not supported on secret shares')
+            f'{where} ({layer}): torch operation {name!r} in the forward is not supported on '
+            f'secret shares; {fix}')
 
-    def _type(self) -> str:
+    def _type(self, where: str) -> str:
         mods = {p: m for m, p in self.paths.items()}
-        m = mods.get(self._module())
+        m = mods.get(where, mods.get(''))
         return type(m).__name__ if m is not None else '?'
-
-    def _replicate(self, x, size=None, scale_factor=None, mode='nearest', align_corners=None,
-                   **_):
-        # resizing a constant (1 x 1) map is exact replication in every mode
-        if x.dim() != 4 or tuple(x.shape[2:]) != (1, 1):
-            raise UnsupportedLayerError(
-                f'{self._module()} ({self._type()}): {mode} resize of a '
-                f'{tuple(x.shape[2:])} map is not supported on secret shares (only 1x1 maps, '
-                'by replication)')
-        if size is None:
-            sf = _pair(scale_factor)
-            size = (int(sf[0]), int(sf[1]))
-        size = _pair(size)
-        return x.expand(x.shape[0], x.shape[1], *size).contiguous()
 
     def __enter__(self):
         _Guard._stack.append(self)
@@ -449,7 +602,10 @@ class SecureProgram:
         model: The rewritten model (upstream forward, secure leaves).
         task: ``'classification'`` or ``'segmentation'``.
         align_corners: The decode head's resize setting (segmentation).
-        options: The compile options (bits, relu_bits, pool_bits, shift, frac_bits).
+        options: The compile options (bits, relu_bits, pool_bits, shift, frac_bits,
+            ...), ``site_shifts`` (the pre-shift of every comparison site),
+            ``margin`` and, in the server's program only, ``site_ranges``
+            (the calibrated max |compared value| per site).
         uid: Names this program's weights in a session (so two programs
             run in one session never share a cached masked weight).
         has_weights: True for the server's program.
@@ -521,23 +677,84 @@ class SecureProgram:
 
     # ------------------------------------------------------------- helpers
     def public(self) -> 'SecureProgram':
-        """The same program without the server's weights (for client and helper)."""
-        weights = {}
+        """The same program for client and helper: no tensor values at all.
+
+        Every tensor of the model (parameters, buffers, any tensor held in a
+        module's attributes, used by the forward or not) becomes a
+        shape-only ``meta`` tensor; the secure convolutions and linear
+        layers get no weight (they run from ``weight_shape``). The measured
+        calibration ranges stay with the server; the per-site shifts, which
+        client and server must share, are kept.
+        """
+        memo = {}
         for m in self.model.modules():
             if isinstance(m, (SecureConv2d, SecureLinear)):
-                weights[m] = (m.weight, m.bias)
-                m.weight = m.bias = None
-        try:
-            model = copy.deepcopy(self.model)
-        finally:
-            for m, (w, b) in weights.items():
-                m.weight, m.bias = w, b
-        return SecureProgram(model, self.task, self.align_corners, self.options, self.uid,
+                for t in (m.weight, m.bias):
+                    if t is not None:
+                        memo[id(t)] = None
+            for t in _tensors(vars(m)):
+                if id(t) not in memo:
+                    memo[id(t)] = _shape_only(t)
+        model = copy.deepcopy(self.model, memo)
+        left = [t for m in model.modules() for t in _tensors(vars(m)) if not t.is_meta]
+        if left:  # a tensor reached only through an object deepcopy could not see
+            raise RuntimeError(f'public(): {len(left)} tensor value(s) left in the model')
+        options = {k: v for k, v in self.options.items() if k != 'site_ranges'}
+        return SecureProgram(model, self.task, self.align_corners, options, self.uid,
                              has_weights=False)
+
+    def calibration_report(self) -> List[Dict[str, Any]]:
+        """Per comparison site: ``site``, ``kind``, ``bits``, ``shift``,
+        ``max_abs`` (calibrated max |compared value|, None if unknown),
+        ``range`` (|values| below it get the right sign, real units) and
+        ``margin`` (range / max_abs; None if unknown or the site saw only zeros,
+        so the rows stay valid JSON). Print with
+        :func:`.calibrate.format_report`.
+        """
+        ranges = self.options.get('site_ranges', {})
+        rows, seen = [], set()
+        for label, mod in self.sites():
+            if not isinstance(mod, (SecureReLU, SecureMaxPool2d)) or label in seen:
+                continue
+            seen.add(label)
+            kind = ('max_pool' if isinstance(mod, SecureMaxPool2d)
+                    else 'relu' if mod.block_sizes is None else 'block_relu')
+            r = compared_range(mod.bits, mod.shift, self.options['frac_bits'])
+            mx = ranges.get(label)
+            rows.append(dict(site=label, kind=kind, bits=mod.bits, shift=mod.shift,
+                             max_abs=mx, range=r,
+                             margin=r / mx if mx else None))  # None: unknown, or only zeros
+        return rows
 
     def sites(self) -> List[Tuple[str, SecureModule]]:
         """The secure modules in model order, ``(label, module)``."""
         return [(m.label, m) for m in self.model.modules() if isinstance(m, SecureModule)]
+
+
+def _tensors(obj, seen=None):
+    """Tensors reachable from ``obj`` through containers and object attributes
+    (not through submodules: each module is walked on its own)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v, seen)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for v in obj:
+            yield from _tensors(v, seen)
+    elif hasattr(obj, '__dict__') and not isinstance(obj, (nn.Module, type)) \
+            and type(obj).__module__.split('.')[0] not in ('builtins', 'torch', 'numpy'):
+        yield from _tensors(vars(obj), seen)
+
+
+def _shape_only(t: Tensor) -> Tensor:
+    """A ``meta`` tensor (no values) of ``t``'s shape and dtype; a Parameter stays one."""
+    m = torch.empty(t.shape, dtype=t.dtype, device='meta')
+    return nn.Parameter(m, requires_grad=False) if isinstance(t, nn.Parameter) else m
 
 
 def _shape_of(x) -> Tuple[int, ...]:
@@ -654,26 +871,40 @@ def compile_model(model: nn.Module,
                   bits: int = 64,
                   shift: Optional[int] = None,
                   relu_bits: int = 64,
-                  relu_shift: int = 0,
+                  relu_shift: Optional[int] = None,
                   pool_bits: int = 64,
-                  pool_shift: int = 0,
+                  pool_shift: Optional[int] = None,
                   frac_bits: int = FRAC_BITS,
                   with_weights: bool = True,
                   pool_before_relu: bool = False,
                   trace_size: Sequence[int] = (32, 32),
                   in_channels: int = 3,
-                  uid: Optional[str] = None) -> SecureProgram:
+                  uid: Optional[str] = None,
+                  calibration: Optional[Dict[str, float]] = None,
+                  margin: float = 4.0,
+                  site_shifts: Optional[Dict[str, int]] = None) -> SecureProgram:
     """Compile a converted mmpretrain classifier or mmseg segmentor (or a plain module).
 
     Args:
         model: The float network (not modified). An mmseg ``EncoderDecoder``'s
             auxiliary head is dropped (it only serves training).
-        bits: Compared bits of the DReLUs of Block-ReLU sites.
-        shift: Pre-shift (LSBs dropped) of those DReLUs; default
-            :func:`default_shift` (bits, frac_bits).
+        bits: Compared bits of the DReLUs of Block-ReLU sites (64: exact).
+        shift: Pre-shift (LSBs dropped) of those DReLUs, the same at every
+            site; overrides the calibration (for tests and benchmarks).
+            Default: 0 at 64 bits, else per site from ``calibration``.
         relu_bits, relu_shift: Same for plain ``nn.ReLU`` sites (default exact).
         pool_bits, pool_shift: Same for the comparisons of MaxPool sites
             (default exact).
+        calibration: ``{site: max |compared value|}`` from
+            :func:`.calibrate.measure_ranges` on training data. Required for
+            every kind of site compiled with fewer than 64 bits and no
+            explicit shift: each site then gets the smallest shift that
+            keeps ``margin`` times its range inside the compared range.
+        margin: See :func:`.calibrate.choose_shift`.
+        site_shifts: ``{site: shift}`` chosen elsewhere, e.g. the server's
+            ``program.options['site_shifts']`` published to the client and
+            the helper, who compile without the (private) calibration ranges.
+            Used for the sites it names; an explicit ``shift`` still wins.
         frac_bits: Fixed-point fractional bits of weights and activations
             (must equal the session's).
         with_weights: Fold and quantise the weights (the server). Without
@@ -681,8 +912,11 @@ def compile_model(model: nn.Module,
         pool_before_relu: Run a MaxPool before the plain ReLU that feeds it
             (the authors' ResNet50 baseline: max and ReLU commute, and the
             ReLU then runs on the 4x smaller pooled map).
-        trace_size: Input size of the float trace that finds conv->BN pairs
-            and validates the network; the program itself runs at any size.
+        trace_size: ``(H, W)`` of the float trace that splits reused ReLUs,
+            finds conv->BN pairs and validates the network (refusals are
+            found at this size): pass the size you will run, which a
+            network with a fixed-size classifier (VGG's 7x7x512 FC) needs.
+            Fully convolutional programs then run at any size.
         in_channels: Input channels.
         uid: Names the program's weights in a session (default: random).
             Parties that compile separately may pass the same string.
@@ -693,12 +927,31 @@ def compile_model(model: nn.Module,
     Raises:
         UnsupportedLayerError: for a layer or tensor operation the secure
             runtime cannot run, naming the module path and type.
+        ValueError: for ``bits < 64`` with neither a calibration nor a
+            shift, or a calibration lacking a site (a wrong sign would
+            otherwise go unnoticed).
     """
-    shift = default_shift(bits, frac_bits) if shift is None else int(shift)
+    calibration = check_ranges(calibration)
+    if not (np.isfinite(margin) and margin >= 1):
+        raise ValueError(f'margin must be a finite number >= 1, got {margin}')
+    # kind -> (compared bits, explicit shift or None); the option names for errors
+    compare = {'block_relu': (int(bits), shift, 'bits', 'shift'),
+               'relu': (int(relu_bits), relu_shift, 'relu_bits', 'relu_shift'),
+               'max_pool': (int(pool_bits), pool_shift, 'pool_bits', 'pool_shift')}
+    for b, sh, bname, sname in compare.values():
+        if not 2 <= b <= 64:
+            raise ValueError(f'{bname} must be in 2..64, got {b}')
+        if sh is not None and not 0 <= int(sh) <= 64 - b:
+            raise ValueError(f'{sname} must be in 0..{64 - b} for {bname}={b}, got {sh}')
+        if b < 64 and sh is None and calibration is None and site_shifts is None:
+            raise ValueError(
+                f'{bname}={b} < 64 makes comparisons approximate, right only for values '
+                'inside a range set by the shift: pass calibration=measure_ranges(model, '
+                f'training images) (block_relu_plugin.mpc.calibrate) or an explicit {sname}=')
     m = copy.deepcopy(model).cpu().float().eval()
     if getattr(m, 'auxiliary_head', None) is not None:
         m.auxiliary_head = None
-    split_reused_relus(m)
+    split_reused_relus(m, _pair(trace_size), in_channels)
     trace = _Trace(m, _pair(trace_size), in_channels)
     modules = dict(m.named_modules())
     uid = uid or uuid.uuid4().hex[:12]
@@ -709,9 +962,15 @@ def compile_model(model: nn.Module,
     identity_types = _identity_types()
     called = list(dict.fromkeys(trace.calls))
     replace: Dict[str, nn.Module] = {}
+    kinds: Dict[str, str] = {}  # comparison site -> kind (shifts are set below)
+    secure: Dict[str, nn.Module] = {}  # comparison site -> its secure module
     folded = set()
     for path in called:
         mod = modules[path]
+        refused = _not_relu_layer(mod)
+        if refused is not None:
+            raise UnsupportedLayerError(
+                _not_relu_message(path or '<top level>', type(mod).__name__, *refused))
         if list(mod.children()):
             if any(True for _ in mod.parameters(recurse=False)):
                 raise UnsupportedLayerError(
@@ -737,21 +996,30 @@ def compile_model(model: nn.Module,
             continue  # checked below: must have been folded
         elif isinstance(mod, BlockReLU):
             sizes = None if mod.block_sizes is None else mod.block_sizes.cpu().numpy()
-            replace[path] = SecureReLU(path, bits, shift, sizes)
+            secure[path], kinds[path] = SecureReLU(path, bits, 0, sizes), 'block_relu'
         elif type(mod) is nn.ReLU:
-            replace[path] = SecureReLU(path, relu_bits, relu_shift)
+            secure[path], kinds[path] = SecureReLU(path, relu_bits, 0), 'relu'
         elif type(mod) is nn.MaxPool2d:
-            replace[path] = SecureMaxPool2d(path, mod, pool_bits, pool_shift)
+            secure[path], kinds[path] = SecureMaxPool2d(path, mod, pool_bits, 0), 'max_pool'
         elif type(mod) is nn.AvgPool2d:
             replace[path] = SecureAvgPool2d(path, mod)
-        elif type(mod) is nn.AdaptiveAvgPool2d and _pair(mod.output_size) == (1, 1):
-            replace[path] = SecureGlobalAvgPool(path)
+        elif type(mod) is nn.AdaptiveAvgPool2d:
+            replace[path] = (SecureGlobalAvgPool(path) if mod.output_size in (1, (1, 1))
+                             else SecureAdaptiveAvgPool(path, mod.output_size))
+        elif isinstance(mod, nn.Upsample):  # also UpsamplingBilinear2d / UpsamplingNearest2d
+            replace[path] = SecureResize(path, mod.size, mod.scale_factor, mod.mode,
+                                         mod.align_corners, mod.recompute_scale_factor)
         elif isinstance(mod, identity_types):
             replace[path] = SecureIdentity(path)
+        elif isinstance(mod, (nn.Flatten, nn.Unflatten)):
+            pass  # views: their forward runs, the guard lets views of shares pass
         elif (type(mod).__module__.startswith('torch.nn.')
               or any(True for _ in mod.parameters()) or any(True for _ in mod.buffers())):
             raise UnsupportedLayerError(
-                f'{path} ({type(mod).__name__}): layer not supported by the secure runtime')
+                f'{path or "<top level>"} ({type(mod).__name__}): layer not supported by the '
+                'secure runtime; to compile, express it with the supported layers (conv, '
+                'linear, BN after a conv, ReLU, Block-ReLU, max/avg/adaptive-avg pooling, '
+                'resize, dropout, identity)')
         # else: a stateless custom leaf keeps its forward, whose tensor ops the
         # guard checks (views and share additions pass, anything else is refused)
     for path in called:
@@ -761,13 +1029,44 @@ def compile_model(model: nn.Module,
                     f'{path} ({type(modules[path]).__name__}): a BatchNorm must directly follow '
                     'the convolution it is folded into (its output used only by the BN)')
             replace[path] = SecureIdentity(path)
+    replace.update(secure)
+    ranges = dict(calibration or {})
     if pool_before_relu:
-        _swap_pool_relu(trace, modules, replace)
+        for pool, relu in _swap_pool_relu(trace, modules, replace):
+            if relu in ranges:  # the pool now sees the ReLU's input: window range <= 2 max|x|
+                ranges[pool] = max(ranges.get(pool, 0.0), 2 * ranges[relu])
+    chosen = {}
+    for path, kind in kinds.items():
+        b, sh, _, sname = compare[kind]
+        site = secure[path]
+        if sh is not None:
+            site.shift = int(sh)
+            if path in ranges and ranges[path] >= compared_range(b, site.shift, frac_bits):
+                warnings.warn(f'{sname}={sh} at {path!r}: calibrated values up to '
+                              f'{ranges[path]:g} exceed the compared range '
+                              f'{compared_range(b, site.shift, frac_bits):g}: wrong signs')
+        elif site_shifts is not None and path in site_shifts:
+            site.shift = int(site_shifts[path])
+            if not 0 <= site.shift <= 64 - b:
+                raise ValueError(f'site_shifts[{path!r}] must be in 0..{64 - b} for {b} '
+                                 f'compared bits, got {site.shift}')
+        elif b < 64:
+            if path not in ranges:
+                raise ValueError(f'calibration has no range for site {path!r} ({kind}): '
+                                 'measure it with measure_ranges on this model, or pass '
+                                 f'{sname}=')
+            try:
+                site.shift = choose_shift(ranges[path], b, frac_bits, margin)
+            except ValueError as e:
+                raise ValueError(f'site {path!r}: {e}') from None
+        chosen[path] = site.shift
     for path, new in replace.items():
         _set(m, path, new)
     options = dict(bits=bits, shift=shift, relu_bits=relu_bits, relu_shift=relu_shift,
                    pool_bits=pool_bits, pool_shift=pool_shift, frac_bits=frac_bits,
-                   pool_before_relu=pool_before_relu, in_channels=in_channels)
+                   pool_before_relu=pool_before_relu, in_channels=in_channels,
+                   site_shifts=chosen, margin=float(margin),
+                   site_ranges={k: ranges[k] for k in kinds if k in ranges})
     task = 'segmentation' if hasattr(m, 'decode_head') else 'classification'
     align = bool(getattr(getattr(m, 'decode_head', None), 'align_corners', False))
     program = SecureProgram(m, task, align, options, uid, has_weights=with_weights)
@@ -791,8 +1090,13 @@ def _folded_bn(conv_path: str, trace: _Trace, modules) -> Optional[str]:
     return bns[0]
 
 
-def _swap_pool_relu(trace: _Trace, modules, replace: Dict[str, nn.Module]) -> None:
-    """MaxPool(ReLU(x)) -> ReLU(MaxPool(x)) where a plain ReLU feeds only a MaxPool."""
+def _swap_pool_relu(trace: _Trace, modules,
+                    replace: Dict[str, nn.Module]) -> List[Tuple[str, str]]:
+    """MaxPool(ReLU(x)) -> ReLU(MaxPool(x)) where a plain ReLU feeds only a MaxPool.
+
+    Returns the swapped ``(pool, relu)`` paths.
+    """
+    swapped = []
     for path, srcs in trace.inputs_of.items():
         if not isinstance(replace.get(path), SecureMaxPool2d) or len(srcs) != 1:
             continue
@@ -801,3 +1105,5 @@ def _swap_pool_relu(trace: _Trace, modules, replace: Dict[str, nn.Module]) -> No
                 and set(trace.consumers.get(srcs[0], [])) == {path}):
             replace[path] = nn.Sequential(replace[path], relu)
             replace[srcs[0]] = SecureIdentity(srcs[0])
+            swapped.append((path, srcs[0]))
+    return swapped

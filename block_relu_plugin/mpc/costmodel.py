@@ -170,6 +170,11 @@ def session_costs(program: SecureProgram, input_shapes: Iterable[Sequence[int]],
     return CostReport(protocol, shapes, layers)
 
 
+def _size2(input_size) -> Tuple[int, int]:
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    return int(h), int(w)
+
+
 def predict_costs(config_or_model: Union[str, nn.Module, SecureProgram],
                   input_size: Sequence[int],
                   spec: Optional[str] = None,
@@ -181,7 +186,8 @@ def predict_costs(config_or_model: Union[str, nn.Module, SecureProgram],
 
     Args:
         config_or_model: Config path / Config, built model, or compiled program.
-        input_size: ``(H, W)``.
+        input_size: ``(H, W)``; a model or config is also compiled (traced
+            and validated) at this size unless ``trace_size`` is given.
         spec: Spec file replacing the config's (configs only).
         protocol: ``'ours'`` or ``'reference'``.
         batch_size: Images per run.
@@ -201,8 +207,14 @@ def predict_costs(config_or_model: Union[str, nn.Module, SecureProgram],
             from ..utils.config import build_model
             model = build_model(config_or_model, spec=spec)
         compile_kwargs.setdefault('with_weights', False)
+        # trace (and validate) at the size asked for, not the compiler's default
+        compile_kwargs.setdefault('trace_size', _size2(input_size))
+        if compile_kwargs.get('calibration') is None:
+            # bytes do not depend on the DReLU pre-shift: no calibration needed
+            for key in ('shift', 'relu_shift', 'pool_shift'):
+                compile_kwargs.setdefault(key, 0)
         program = compile_model(model, **compile_kwargs)
-    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    h, w = _size2(input_size)
     channels = program.options.get('in_channels', 3)
     return program_costs(program, (batch_size, channels, int(h), int(w)), protocol,
                          handshake=handshake)

@@ -135,7 +135,10 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
                      bits: int = 64, shift: Optional[int] = None, relu_bits: int = 64,
                      pool_bits: int = 64, batch_size: int = 1, frac_bits: int = 12,
                      pool_before_relu: bool = False, cluster=None, timeout: float = 600.0,
-                     party_threads: int = 1) -> Dict[str, Any]:
+                     party_threads: int = 1, test_indices: Optional[Sequence[int]] = None,
+                     test_set_metric: Optional[float] = None,
+                     calibration_images: Optional[Tensor] = None,
+                     margin: float = 4.0) -> Dict[str, Any]:
     """Run the config's model under 3-party secure inference on ``images``.
 
     Args:
@@ -158,14 +161,35 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
             a fresh one, closed afterwards).
         timeout: Seconds to wait for the parties.
         party_threads: torch threads per party process.
+        test_indices: The test dataset indices of ``images`` (as given to
+            :func:`load_test_inputs`): the plaintext model's metric on the
+            same images is then also computed through the config's ordinary
+            test path (:func:`..utils.stock_test.stock_test`). Needs
+            ``config`` as a config, with ``labels``.
+        test_set_metric: The model's metric on the whole test set, if known
+            (reported beside the others).
+        calibration_images: Training inputs (after the data preprocessor,
+            e.g. from :func:`..budget.distortion.load_samples`) from which
+            the per-site shifts of approximate DReLUs (any ``*bits`` < 64
+            without an explicit shift) are chosen
+            (:func:`.calibrate.measure_ranges`).
+        margin: Compared range over calibrated range required per site
+            (:func:`.calibrate.choose_shift`).
 
     Returns:
         dict with ``predictions`` / ``plain_predictions`` (per image),
         ``logits`` / ``plain_logits``, ``agreement`` (fraction of equal
         predictions; pixels for segmentation), ``max_logit_error``,
         ``accuracy`` / ``plain_accuracy`` or ``miou`` / ``plain_miou`` (with
-        labels), ``bytes`` (measured: per phase, per (phase, src, dst),
-        per party; plus ``per_image``), ``predicted`` (the cost model's
+        labels), ``metric`` (with labels: ``name`` (``accuracy/top1`` or
+        ``mIoU``), ``secure``, ``plaintext`` (the float model on the same
+        input tensor), ``stock`` (the config's test path on the same images,
+        with ``test_indices``) and ``test_set``), ``bytes`` (measured: per
+        phase, per (phase, src, dst), per party; ``handshake`` and
+        ``weights``, the two parts of ``session``; plus ``per_image`` with
+        ``online_offline``), ``calibration`` (per-site rows of
+        :meth:`.compiler.SecureProgram.calibration_report`, or None) and
+        ``margin``, ``predicted`` (the cost model's
         ``ours`` for the same runs) and ``predicted_equal``, ``layers``
         (measured bytes per layer label), ``rounds`` (cost model, online,
         per run), ``time`` (client seconds per image: offline, online, total).
@@ -173,16 +197,29 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
     from .launch import LocalCluster
     if images is None:
         raise ValueError('images are required (see load_test_inputs)')
+    if test_indices is not None:
+        if isinstance(config, nn.Module):
+            raise ValueError('test_indices needs the config (and checkpoint) for the stock '
+                             'test path, not a built model')
+        if labels is None:
+            raise ValueError('test_indices needs the labels of the images')
+        if len(test_indices) != images.shape[0]:
+            raise ValueError(f'{len(test_indices)} test_indices for {images.shape[0]} images')
     if isinstance(config, nn.Module):
         model = config
     else:
         from ..utils.config import build_model
         model = build_model(config, spec=spec, checkpoint=checkpoint)
     model = model.eval()
+    calibration = None
+    if calibration_images is not None:
+        from .calibrate import measure_ranges
+        calibration = measure_ranges(model, calibration_images)
     program = compile_model(model, bits=bits, shift=shift, relu_bits=relu_bits,
                             pool_bits=pool_bits, frac_bits=frac_bits,
                             pool_before_relu=pool_before_relu,
-                            in_channels=int(images.shape[1]))
+                            in_channels=int(images.shape[1]), calibration=calibration,
+                            margin=margin)
     public = program.public()
     batches = _batches(images, batch_size)
     shapes = [tuple(b.shape) for b in batches]
@@ -218,6 +255,8 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
         'logits': logits, 'plain_logits': plain,
         'agreement': float(np.mean(agree)),
         'max_logit_error': float((logits - plain).abs().max()),
+        'calibration': program.calibration_report() if calibration is not None else None,
+        'margin': margin if calibration is not None else None,
     }
     if labels is not None:
         if program.task == 'segmentation':
@@ -228,6 +267,18 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
             lab = torch.as_tensor([int(v) for v in labels])
             out['accuracy'] = float((torch.stack(preds) == lab).double().mean() * 100)
             out['plain_accuracy'] = float((torch.stack(plain_preds) == lab).double().mean() * 100)
+        seg = program.task == 'segmentation'
+        name = 'mIoU' if seg else 'accuracy/top1'
+        out['metric'] = {'name': name, 'secure': out['miou' if seg else 'accuracy'],
+                         'plaintext': out['plain_miou' if seg else 'plain_accuracy'],
+                         'stock': None, 'test_set': test_set_metric}
+        if test_indices is not None:
+            from ..utils.stock_test import stock_test
+            stock = stock_test(config, checkpoint, spec, test_indices)
+            if name not in stock:
+                raise ValueError(f'the config\'s test evaluator reports {sorted(stock)}, '
+                                 f'not {name}')
+            out['metric']['stock'] = stock[name]
 
     # ---- bytes: measured (meters) and predicted (cost model)
     per_role = {r: [rec for batch in res[r]['records'] for rec in batch] for r in ROLES}
@@ -241,6 +292,8 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
         predicted.layers.pop('handshake', None)
         predicted.total = sum(predicted.layers.values(), _cost.Cost())
     out['bytes'] = _bytes_summary(total, n)
+    out['bytes']['handshake'] = layers.get('handshake', _cost.Cost()).session
+    out['bytes']['weights'] = total.session - out['bytes']['handshake']
     out['layers'] = {k: {'session': c.session, 'offline': c.offline, 'online': c.online}
                      for k, c in layers.items()}
     out['predicted'] = predicted
@@ -269,19 +322,33 @@ def _bytes_summary(total: _cost.Cost, n: int) -> Dict[str, Any]:
         'parts': {f'{p}:{s}->{d}': v for (p, s, d), v in sorted(total.parts.items())},
         'per_party': {r: dict(sorted(v.items())) for r, v in per_party.items()},
         'per_image': {'session': total.session / n, 'offline': total.offline / n,
-                      'online': total.online / n, 'total': total.total() / n},
+                      'online': total.online / n,
+                      'online_offline': (total.online + total.offline) / n,
+                      'total': total.total() / n},
     }
 
 
 # ----------------------------------------------------------------- data
 def load_test_inputs(cfg, model: nn.Module, num_images: int,
-                     image_files: Optional[Sequence[str]] = None
+                     image_files: Optional[Sequence[str]] = None,
+                     indices: Optional[Sequence[int]] = None
                      ) -> Tuple[Tensor, Optional[List]]:
     """Model inputs (and labels) from the config's test data, or from image files.
 
-    The test dataloader's dataset runs its pipeline, then the model's own
-    ``data_preprocessor`` normalises (and, for mmseg, pads) the batch.
+    The stock test path, step by step: the test dataloader's dataset runs its
+    pipeline, the dataloader's ``collate_fn`` (default ``pseudo_collate``)
+    makes the batch, and the model's own ``data_preprocessor`` (inference
+    mode) normalises it, converts colour order and, for mmseg, pads it. The
+    model must come from :func:`..utils.config.build_model` (or the Runner),
+    which merges the config's top-level ``data_preprocessor`` into it.
     Image files go through the test pipeline without annotation loading.
+
+    Args:
+        cfg: Config or its path.
+        model: The config's model (its ``data_preprocessor`` is used).
+        num_images: How many images (the first ones of ``indices``).
+        image_files: Image files instead of the test dataset.
+        indices: Test dataset indices (default ``0 .. num_images - 1``).
 
     Returns:
         ``(inputs (N, C, H, W) float, labels or None)``; labels are class
@@ -289,12 +356,11 @@ def load_test_inputs(cfg, model: nn.Module, num_images: int,
         Images of different sizes are padded by the preprocessor only when
         it does so itself; otherwise they must share a size.
     """
-    from mmengine.dataset import Compose, pseudo_collate
+    from mmengine.dataset import Compose
     from mmengine.registry import DATASETS, init_default_scope
-    from ..utils.config import codebase, load_config
+    from ..utils.config import codebase, collate_fn, load_config
     cfg = load_config(cfg)
     init_default_scope(codebase(cfg))
-    items = []
     if image_files:
         pipeline = [dict(step) for step in cfg.test_dataloader.dataset.pipeline
                     if 'Annotation' not in step['type']]
@@ -302,16 +368,35 @@ def load_test_inputs(cfg, model: nn.Module, num_images: int,
         items = [pipe(dict(img_path=f)) for f in image_files[:num_images]]
     else:
         dataset = DATASETS.build(cfg.test_dataloader.dataset)
-        items = [dataset[i] for i in range(min(num_images, len(dataset)))]
-    data = model.data_preprocessor(pseudo_collate(items), False)
+        if indices is None:
+            indices = range(min(num_images, len(dataset)))
+        indices = list(indices)[:num_images]
+        bad = [i for i in indices if not 0 <= int(i) < len(dataset)]
+        if bad:
+            raise ValueError(f'test image index {bad[0]} is outside the test dataset '
+                             f'({len(dataset)} images)')
+        items = [dataset[int(i)] for i in indices]
+    if not items:
+        raise ValueError('no test images: num_images is 0 or the test dataset is empty')
+    with torch.no_grad():
+        data = model.data_preprocessor(collate_fn(cfg.test_dataloader)(items), False)
     inputs = data['inputs']
     if isinstance(inputs, (list, tuple)):
         inputs = torch.stack(list(inputs))
     labels = None
     samples = data.get('data_samples') or []
+    if any(type(s).__name__ == 'SegDataSample' and any(
+            s.metainfo.get('img_padding_size') or s.metainfo.get('padding_size') or [])
+           for s in samples):
+        # mmseg crops test-time padding off the logits before resizing them;
+        # the secure client's postprocess does not know the padding.
+        raise ValueError('the segmentation data_preprocessor pads test images (its test_cfg); '
+                         'secure inference needs unpadded inputs (drop test_cfg size / '
+                         'size_divisor or resize in the test pipeline)')
     if not image_files and samples:
         if hasattr(samples[0], 'gt_sem_seg'):
             labels = [s.gt_sem_seg.data[0] for s in samples]
         elif hasattr(samples[0], 'gt_label'):
             labels = [int(s.gt_label[0]) for s in samples]
     return inputs.float(), labels
+

@@ -9,16 +9,24 @@ Config (JSON)::
      "timeout": 120, "connect_timeout": 60, "frac_bits": 12}
 
 The server and the helper listen on their ``host:port`` (the client connects
-to both, the helper to the server). ``open_session(role, config)`` connects
-and returns a :class:`~.session.Session`. ``connect_timeout`` (default 60 s)
-bounds the start-up: dialing the peers and waiting for them to connect;
-``timeout`` (default 120 s) bounds every wait for a peer's message after that.
+to both, the helper to the server); the certificate of each must be valid for
+that host (``tools/mpc_certs.py OUT --server HOST --helper HOST``).
+``cert_dir`` holds this party's bundle (``ca.pem``, ``<role>.pem``,
+``<role>.key``) or the tool's whole output directory.
+``open_session(role, config)`` connects and returns a
+:class:`~.session.Session`. ``connect_timeout`` (default 60 s) bounds the
+start-up: dialing the peers and waiting for them to connect;
+``handshake_timeout`` (default 10 s) one TLS handshake; ``timeout`` (default
+120 s) bounds every wait for a peer's message after that.
+``max_frame_bytes`` (default 1 GiB) caps one message's payload and
+``max_queued_bytes`` (default 256 MiB) the received data a connection holds
+before it stops reading (see :mod:`.transport`).
 
 ``LocalCluster`` starts the three parties as separate processes on
 127.0.0.1 (multiprocessing spawn) with fresh certificates in a temporary
-directory, keeps them alive, and runs picklable functions
-``fn(sess, *args)`` on all three at once (``cluster.run(fn, args)``);
-``run_local(fn, ...)`` is the one-call version.
+directory (the CA key is deleted once they are made), keeps them alive, and
+runs picklable functions ``fn(sess, *args)`` on all three at once
+(``cluster.run(fn, args)``); ``run_local(fn, ...)`` is the one-call version.
 """
 import json
 import multiprocessing as mp
@@ -28,9 +36,10 @@ import tempfile
 import traceback
 from typing import Any, Callable, Dict, Optional
 
-from .certs import generate_certs
+from .certs import CA_DIR, generate_certs
 from .session import ROLES, Session
-from .transport import Meter, PeerError, connect_all, listen
+from .transport import (HANDSHAKE_TIMEOUT, MAX_FRAME, MAX_QUEUED, Meter, PeerError,
+                        connect_all, listen)
 
 
 def load_config(path_or_dict) -> Dict[str, Any]:
@@ -48,11 +57,16 @@ def open_session(role: str, config, lsock=None) -> Session:
     meter = Meter()
     conns = connect_all(role, addresses, cfg['cert_dir'], meter, lsock=lsock,
                         timeout=float(cfg.get('timeout', 120)),
-                        connect_timeout=float(cfg.get('connect_timeout', 60)))
+                        connect_timeout=float(cfg.get('connect_timeout', 60)),
+                        handshake_timeout=float(cfg.get('handshake_timeout',
+                                                        HANDSHAKE_TIMEOUT)),
+                        max_frame=cfg.get('max_frame_bytes', MAX_FRAME),
+                        max_queued=cfg.get('max_queued_bytes', MAX_QUEUED))
     return Session(role, conns, meter, frac_bits=int(cfg.get('frac_bits', 12)))
 
 
-def _party_main(role: str, cert_dir: str, cmd, timeout: float, frac_bits: int):
+def _party_main(role: str, cert_dir: str, cmd, timeout: float, frac_bits: int,
+                max_frame: int = MAX_FRAME):
     """Party process: bind, report the port, connect, then serve commands."""
     import torch
     torch.set_num_threads(1)
@@ -61,7 +75,8 @@ def _party_main(role: str, cert_dir: str, cmd, timeout: float, frac_bits: int):
         lsock = listen(role, '127.0.0.1', 0)
         cmd.send(('port', lsock.getsockname()[1] if lsock else None))
         ports = cmd.recv()
-        cfg = {'cert_dir': cert_dir, 'timeout': timeout, 'frac_bits': frac_bits}
+        cfg = {'cert_dir': cert_dir, 'timeout': timeout, 'frac_bits': frac_bits,
+               'max_frame_bytes': max_frame}
         for r in ROLES:
             cfg[r] = {'host': '127.0.0.1', 'port': ports.get(r) or 0}
         sess = open_session(role, cfg, lsock=lsock)
@@ -118,16 +133,19 @@ class LocalCluster:
             process); only ``block_relu_plugin.mpc`` and what it imports are
             loaded. Functions run by the cluster must then import what they
             need themselves.
+        max_frame_bytes: Cap on one message's payload.
     """
 
-    def __init__(self, timeout: float = 60.0, frac_bits: int = 12, light: bool = False):
+    def __init__(self, timeout: float = 60.0, frac_bits: int = 12, light: bool = False,
+                 max_frame_bytes: int = MAX_FRAME):
         self.cert_dir = tempfile.mkdtemp(prefix='mpc-certs-')
-        generate_certs(self.cert_dir)
+        generate_certs(self.cert_dir, {r: ['127.0.0.1'] for r in ROLES})
+        shutil.rmtree(os.path.join(self.cert_dir, CA_DIR))  # no more certificates to issue
         ctx = mp.get_context('spawn')
         self.conns, self.procs = {}, {}
         for role in ROLES:
             parent, child = ctx.Pipe()
-            args = (role, self.cert_dir, child, timeout, frac_bits)
+            args = (role, self.cert_dir, child, timeout, frac_bits, max_frame_bytes)
             if light:
                 pkg_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
                 p = ctx.Process(target=exec, args=(_LIGHT_BOOTSTRAP,

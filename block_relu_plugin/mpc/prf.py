@@ -8,6 +8,13 @@ opens an independent keystream whose 128-bit initial counter block encodes
 for the same protocol step without any shared state or call-order coupling,
 and a step's offline and online passes see the same values. There are no
 seeds: keys come only from ``os.urandom``.
+
+The low 32 bits of the counter block count AES blocks within a stream, so a
+stream yields at most 2^32 blocks (64 GiB) and refuses to go further (the
+counter would carry into ``tag`` and repeat the keystream of another step);
+``run``, ``op`` and ``tag`` must each fit in 32 bits (masking them would map
+distinct steps to one stream), and ``run`` 2^32 - 1 is reserved for
+per-session streams.
 """
 import os
 import struct
@@ -20,6 +27,8 @@ from torch import Tensor
 KEY_BYTES = 32
 P = 67  # the small prime field of PrivateCompare
 _SESSION_RUN = 0xFFFFFFFF  # run id reserved for per-session material (weight masks)
+_U32 = 1 << 32
+BLOCK = 16  # AES block bytes
 
 
 def new_key() -> bytes:
@@ -32,9 +41,15 @@ class Stream:
 
     def __init__(self, key: bytes, nonce: bytes):
         self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
+        # bytes left before the 32-bit block counter (the nonce's last word) wraps
+        self.left = (_U32 - int.from_bytes(nonce[-4:], 'big')) * BLOCK
 
     def bytes(self, n: int) -> np.ndarray:
         """``n`` keystream bytes as a uint8 array."""
+        if n < 0 or n > self.left:
+            raise OverflowError(f'a PRF stream gives at most 2^32 blocks: {n} more bytes '
+                                f'requested, {self.left} left; split the step into more ops')
+        self.left -= n
         return np.frombuffer(self._enc.update(bytes(n)), dtype=np.uint8)
 
     def ring(self, shape) -> Tensor:
@@ -90,10 +105,19 @@ class PRF:
         self.key = bytes(key)
 
     def stream(self, run: int, op: int, tag: int) -> Stream:
-        # counter block: run | op | tag | 32-bit block counter (2^32 blocks = 64 GiB)
-        return Stream(self.key, struct.pack('>IIII', run & 0xFFFFFFFF, op & 0xFFFFFFFF,
-                                            tag & 0xFFFFFFFF, 0))
+        """The stream of protocol step ``(run, op, tag)``; each in [0, 2^32), run < 2^32 - 1."""
+        if not 0 <= run < _SESSION_RUN:
+            raise ValueError(f'PRF run {run} is outside [0, 2^32 - 1) (2^32 - 1 is the '
+                             'session streams\' run)')
+        return self._stream(run, op, tag)
 
     def session_stream(self, key_id: int, tag: int) -> Stream:
         """A stream fixed for the whole session (e.g. the server's weight masks)."""
-        return self.stream(_SESSION_RUN, key_id, tag)
+        return self._stream(_SESSION_RUN, key_id, tag)
+
+    def _stream(self, run: int, op: int, tag: int) -> Stream:
+        for name, v in (('op', op), ('tag', tag)):
+            if not 0 <= v < _U32:
+                raise ValueError(f'PRF {name} {v} does not fit in 32 bits')
+        # counter block: run | op | tag | 32-bit block counter (2^32 blocks = 64 GiB)
+        return Stream(self.key, struct.pack('>IIII', run, op, tag, 0))

@@ -21,8 +21,9 @@ server in the online pass; the helper, and the server offline, pass
 shape-only tensors (:func:`meta`, or any tensor of the right shape) and get
 shape-only tensors back (``sess.has_data`` tells them apart).
 """
+import functools
 import math
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -168,6 +169,139 @@ def global_avg_pool(sess: Session, x: Tensor) -> Tensor:
     return _floor_div(x.sum((2, 3), keepdim=True), H * W)
 
 
+def adaptive_pool_windows(size: int, out: int) -> Tuple[Tensor, Tensor]:
+    """PyTorch's adaptive pooling windows along one axis: ``start = floor(i size /
+    out)``, ``end = ceil((i + 1) size / out)``, as int64 tensors of length ``out``."""
+    i = torch.arange(out, dtype=DTYPE)
+    return (i * size) // out, ((i + 1) * size + out - 1) // out
+
+
+def adaptive_pool_out_shape(shape, output_size) -> Tuple[int, int, int, int]:
+    """Output shape of adaptive pooling; a None in ``output_size`` keeps that side."""
+    N, C, H, W = _shape(shape)
+    oh, ow = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    return (N, C, H if oh is None else int(oh), W if ow is None else int(ow))
+
+
+def adaptive_avg_pool2d(sess: Session, x, output_size) -> Tensor:
+    """Adaptive average pooling to any output size, local: share-wise window sums
+    (PyTorch's windows, :func:`adaptive_pool_windows`) and floor division of each
+    share by its window's pixel count.
+
+    Same error as :func:`avg_pool2d`: within [-1, 0] ulp of ``floor(window_sum /
+    count)``, failing with probability about ``|window_sum| / 2^63``.
+    """
+    out_shape = adaptive_pool_out_shape(x, output_size)
+    if not sess.has_data:
+        return meta(out_shape)
+    N, C, H, W = x.shape
+    hs, he = adaptive_pool_windows(H, out_shape[2])
+    ws, we = adaptive_pool_windows(W, out_shape[3])
+    # window sums from prefix sums (ring additions: exact mod 2^64)
+    ch = torch.cat([x.new_zeros((N, C, 1, W)), x.cumsum(2)], 2)
+    rows = ch[:, :, he] - ch[:, :, hs]                                    # (N, C, Ho, W)
+    cw = torch.cat([rows.new_zeros(rows.shape[:3] + (1,)), rows.cumsum(3)], 3)
+    sums = cw[..., we] - cw[..., ws]                                      # (N, C, Ho, Wo)
+    counts = (he - hs).reshape(-1, 1) * (we - ws).reshape(1, -1)
+    return _floor_div(sums, counts)
+
+
+def _pair_scale(v):
+    if isinstance(v, (tuple, list)):
+        return (float(v[0]), float(v[1])) if len(v) == 2 else (float(v[0]),) * 2
+    return float(v), float(v)
+
+
+@functools.lru_cache(maxsize=256)
+def _resize_matrix(n: int, axis: int, size, scale_factor, mode: str, align_corners,
+                   recompute_scale_factor, antialias: bool) -> Tensor:
+    """The (n_out, n) float64 matrix of ``F.interpolate`` along one axis (0: H, 1: W).
+
+    Every interpolation mode is linear and separable: the matrix is read off
+    PyTorch's own kernel applied to one-hot rows (constant along the other
+    axis, which keeps them constant), so its index and weight conventions
+    (align_corners, scale_factor vs size, nearest rounding) are PyTorch's.
+    """
+    other = 1
+    if size is None and scale_factor[1 - axis] < 1:
+        # the other axis must keep >= 1 pixel after its own scaling
+        other = math.ceil(1 / scale_factor[1 - axis]) + 1
+    eye = torch.eye(n, dtype=torch.float64)
+    shape = (n, 1, n, other) if axis == 0 else (n, 1, other, n)
+    one_hot = eye.reshape((n, 1, n, 1) if axis == 0 else (n, 1, 1, n)).expand(shape)
+    kw = dict(mode=mode, align_corners=align_corners, antialias=antialias)
+    if size is not None:
+        kw['size'] = (size[0], 1) if axis == 0 else (1, size[1])
+    else:
+        kw['scale_factor'] = scale_factor
+        kw['recompute_scale_factor'] = recompute_scale_factor
+    out = torch.nn.functional.interpolate(one_hot.contiguous(), **kw)
+    return (out[:, 0, :, 0] if axis == 0 else out[:, 0, 0, :]).t().contiguous()
+
+
+def resize_maps(shape, size=None, scale_factor=None, mode: str = 'nearest',
+                align_corners=None, recompute_scale_factor=None,
+                antialias: bool = False) -> Tuple[Tensor, Tensor]:
+    """The (Ho, H) and (Wo, W) float64 matrices of ``F.interpolate`` (same
+    arguments) on a map of ``shape`` (N, C, H, W): ``y = Mh x Mw^T``."""
+    shape = _shape(shape)
+    if len(shape) != 4:
+        raise ValueError(f'resize on shares takes (N, C, H, W) maps, got shape {shape}')
+    if (size is None) == (scale_factor is None):
+        raise ValueError('resize needs exactly one of size and scale_factor')
+    if antialias:
+        raise ValueError('an antialiased resize is not supported on shares: use antialias=False')
+    size = None if size is None else _pair(size)
+    scale_factor = None if scale_factor is None else _pair_scale(scale_factor)
+    args = (size, scale_factor, mode, align_corners, recompute_scale_factor, bool(antialias))
+    return _resize_matrix(shape[2], 0, *args), _resize_matrix(shape[3], 1, *args)
+
+
+def _apply_taps(sess: Session, x: Tensor, m: Tensor, dim: int) -> Tensor:
+    """``m`` (float64, (n_out, n)) applied along ``dim`` of the share ``x``.
+
+    A 0/1 matrix with one 1 per row (nearest, or an axis left unchanged) is an
+    index gather: exact. Otherwise the weights are encoded with ``frac_bits``
+    (each row rounded to sum to its exact encoded total, so constants stay
+    constant), multiplied into the share tap by tap and truncated locally.
+    """
+    if ((m == 0) | (m == 1)).all() and (m.sum(1) == 1).all():
+        return x.index_select(dim, m.argmax(1))
+    scale = 2.0 ** sess.frac_bits
+    q = torch.round(m * scale).to(DTYPE)
+    q[torch.arange(q.shape[0]), m.abs().argmax(1)] += \
+        torch.round(m.sum(1) * scale).to(DTYPE) - q.sum(1)
+    taps = int((q != 0).sum(1).max())
+    w, idx = q.abs().topk(max(taps, 1), 1)                 # the nonzero taps of each row
+    w = torch.gather(q, 1, idx)
+    view = [1] * x.dim()
+    view[dim] = q.shape[0]
+    y = None
+    for k in range(idx.shape[1]):
+        term = x.index_select(dim, idx[:, k]) * w[:, k].reshape(view)
+        y = term if y is None else y + term
+    return truncate(sess, y)
+
+
+def resize(sess: Session, x, size=None, scale_factor=None, mode: str = 'nearest',
+           align_corners=None, recompute_scale_factor=None, antialias: bool = False) -> Tensor:
+    """``F.interpolate`` (same arguments, any mode, size or scale) of a shared
+    (N, C, H, W) map, local: the interpolation weights are public.
+
+    Applied axis by axis (:func:`resize_maps`): an axis whose map is a 0/1
+    selection (nearest modes, or an unchanged axis) is an exact gather; a
+    weighted axis costs one local truncation (error within 1 ulp plus the
+    weights' rounding, a relative 2^-frac_bits per tap, failing with
+    probability about ``|x| / 2^(63 - frac_bits)``, like a convolution's).
+    """
+    mh, mw = resize_maps(x, size, scale_factor, mode, align_corners, recompute_scale_factor,
+                         antialias)
+    n, c = _shape(x)[:2]
+    if not sess.has_data:
+        return meta((n, c, mh.shape[0], mw.shape[0]))
+    return _apply_taps(sess, _apply_taps(sess, x, mh, 2), mw, 3)
+
+
 # ------------------------------------------------------------------ linear layers
 def _linear_layer(sess: Session, x, weight, bias, shift, key, apply, out_shape, w_shape):
     """Conv/FC with the server holding W in the clear (see :func:`conv2d`)."""
@@ -310,10 +444,12 @@ def mult(sess: Session, x, y) -> Tensor:
 
 # ------------------------------------------------------------------ comparison
 def _pc_masks(sess: Session, op: int, n: int, cols: int):
-    """PrivateCompare's data-independent client-server randomness: the nonzero
-    multipliers s and an independent random column permutation per element."""
+    """PrivateCompare's data-independent client-server randomness: a nonzero
+    multiplier s and an additive mask u per column, and an independent random
+    column permutation per element (see :func:`_private_compare`)."""
     s = sess.stream('cs', op, 21).zp_nonzero((n, cols)).to(DTYPE)
-    return s, sess.stream('cs', op, 22).permutations(n, cols)
+    u = sess.stream('cs', op, 23).zp((n, cols)).to(DTYPE)
+    return s, u, sess.stream('cs', op, 22).permutations(n, cols)
 
 
 def _private_compare(sess: Session, op: int, xbits_share, t_bits, beta, masks) -> Tensor:
@@ -325,6 +461,12 @@ def _private_compare(sess: Session, op: int, xbits_share, t_bits, beta, masks) -
     m + 1 columns per element (the last one detects x == t for beta = 1),
     each multiplied by a fresh nonzero s and permuted by an independent
     random permutation per element.
+
+    The client sends ``pi(s c_0 + u)`` and the server ``pi(s c_1 - u)``: u is
+    uniform per column, so each vector alone is uniform, and only their sum
+    ``pi(s c)`` (the helper's legitimate output) carries the comparison.
+    Without u the helper divides one vector by the other, cancels s, and
+    with the bit shares it dealt solves for t (SECURITY.md, PrivateCompare).
     """
     n, m = t_bits.shape
     j = _j(sess)
@@ -338,8 +480,8 @@ def _private_compare(sess: Session, op: int, xbits_share, t_bits, beta, masks) -
     cols = pre + sign * (j * t - xs) + j                 # beta=0: t - x + 1; beta=1: x - t + 1
     extra = total + j * (1 - bt)                          # beta=0: sum + 1; beta=1: sum
     c = torch.cat([cols, extra], 1) % P
-    s, perm = masks
-    d = torch.gather((c * s) % P, 1, perm).to(torch.uint8)
+    s, u, perm = masks
+    d = torch.gather((c * s + (u if j == 0 else -u)) % P, 1, perm).to(torch.uint8)
     sess.send('helper', d)
 
 
@@ -553,7 +695,8 @@ def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) ->
 
     Patch sums are local; one batched DReLU over all N_blk patches of the
     layer decides the gates (sign of the patch sum = sign of the patch mean;
-    gate = sum >= 0); then a Beaver product of the M_act gated activations
+    gate = [sum > 0] = 1 - DReLU(-sum), the plaintext layer's function, also
+    at a sum of exactly 0); then a Beaver product of the M_act gated activations
     with the gates where F is sent only per patch. Identity (0, 1) channels
     pass through and zero (1, 0) channels become 0, both free.
 
@@ -578,10 +721,13 @@ def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) ->
         flat = x.reshape(N, C * H * W)
         sums = torch.zeros((N, plan.n_slots), dtype=DTYPE).scatter_add_(
             1, index.expand(N, -1), flat)[:, :n_p]
+        # [sum > 0] = 1 - [-sum >= 0]: negation is local (each party negates its share),
+        # and comes before the pre-shift so that only the truncation's -1 ulp blurs 0
+        neg = -sums
         if bits < 64 or shift:
             counts = torch.bincount(idx, minlength=n_p)
-            sums = sums >> (torch.floor(torch.log2(counts.to(torch.float64))).to(DTYPE) + shift)
-        gates = drelu(sess, sums, bits, 0)
+            neg = neg >> (torch.floor(torch.log2(counts.to(torch.float64))).to(DTYPE) + shift)
+        gates = (1 - _j(sess)) - drelu(sess, neg, bits, 0)
         z = _beaver(sess, sess.next_op(), flat[:, act], gates, up=lambda t: t[:, idx])
         out = flat.clone()
         out[:, act] = z

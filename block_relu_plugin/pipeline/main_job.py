@@ -5,6 +5,7 @@ done and is skipped on the next run; a training stage that was killed resumes
 from its last mmengine checkpoint and a distortion extraction from its last
 chunk, so re-running the same command continues where it stopped.
 """
+import dataclasses
 import json
 import os
 import time
@@ -34,8 +35,17 @@ class Task:
         num_samples: Training samples for the distortion.
         secure_images: Test images run under secure inference for the knapsack
             model at the headline budget (6 %, else the first budget).
-        secure_images_other: Test images for every other model (cost figures).
+        secure_images_other: Test images for every other model.
         secure_bits: Compared bits of the Block-ReLU DReLUs under MPC.
+        secure_margin, calibration_images: Below 64 bits, each site's shift
+            keeps ``secure_margin`` times the largest value it compares on
+            ``calibration_images`` training images in range.
+        secure_batch_size: Images per secure protocol run (costs per image
+            do not depend on it; the online time per image does).
+        distill: Finetune every Block-ReLU network with knowledge distillation
+            from the all-ReLU baseline (``model.distill_cfg``: soft targets
+            at this temperature, weight 1, plus the task loss); None: no
+            distillation.
         prepare: Called once before training (e.g. converting weights).
     """
     config: str
@@ -46,9 +56,13 @@ class Task:
     solvers: Sequence[str] = ('exact', 'uniform')
     distortion_method: str = 'sketch'
     num_samples: int = 256
-    secure_images: int = 100
-    secure_images_other: int = 20
+    secure_images: int = 500
+    secure_images_other: int = 100
     secure_bits: int = 64
+    secure_margin: float = 4.0
+    calibration_images: int = 256
+    secure_batch_size: int = 1
+    distill: Optional[float] = None
     prepare: Optional[Callable[[str], None]] = None
 
 
@@ -70,7 +84,8 @@ TASKS: Dict[str, Task] = {
                       'optim_wrapper.optimizer.lr': 0.02,
                       'param_scheduler': [dict(type='CosineAnnealingLR', by_epoch=True, T_max=1,
                                                eta_min=1e-4, convert_to_iter_based=True)],
-                      'train_dataloader.dataset.num_samples': 40000}),
+                      'train_dataloader.dataset.num_samples': 40000},
+        distill=4.0),
     'fashion_mosaic': Task(
         config='configs/demo/deeplabv3_mnv2-relu_fashion-mosaic.py', metric='mIoU',
         baseline_cfg={'train_cfg.val_interval': 100000},
@@ -100,16 +115,23 @@ class Stages:
         os.makedirs(path, exist_ok=True)
         return path
 
-    def run(self, name: str, fn: Callable[[str], dict]) -> dict:
+    def run(self, name: str, fn: Callable[[str], dict], params: Optional[dict] = None) -> dict:
+        """Run stage ``name`` unless done before with the same ``params`` (JSON-able)."""
         path = os.path.join(self.work_dir, name, 'result.json')
+        done = None
         if os.path.exists(path):
             with open(path) as f:
                 done = json.load(f)
-            log(f'{name}: done before, skipped')
-        else:
+            if done.get('params') != params:
+                log(f'{name}: done before with {done.get("params")}, now {params}: running again')
+                done = None
+            else:
+                log(f'{name}: done before, skipped')
+        if done is None:
             log(f'{name}: running')
             start = time.time()
-            done = dict(result=fn(self.dir(name)), seconds=round(time.time() - start, 1))
+            done = dict(result=fn(self.dir(name)), seconds=round(time.time() - start, 1),
+                        params=params)
             _write_json(path, done)
             log(f'{name}: finished in {done["seconds"]:.0f} s')
         self.seconds[name] = done['seconds']
@@ -141,6 +163,29 @@ def train_and_test(config: str, work_dir: str, overrides: dict, metric: str,
         checkpoint = f.read().strip()
     return dict(checkpoint=checkpoint, metric=float(metrics[metric]),
                 metrics={k: float(v) for k, v in metrics.items()})
+
+
+def secure_run(task: Task, cfg, checkpoint: str, spec: Optional[str], images, labels,
+               test_set: Optional[float], calibration_images=None) -> dict:
+    """One secure inference run of the main job and its record for the report.
+
+    The metric against the labels is reported three ways on the same images:
+    secure, the plaintext model through the config's test path, and the
+    plaintext model on the whole test set (``test_set``).
+    """
+    from ..mpc.infer import secure_inference
+    n = len(images)
+    res = secure_inference(cfg, checkpoint, spec=spec, images=images, labels=labels,
+                           bits=task.secure_bits, batch_size=task.secure_batch_size,
+                           test_indices=None if labels is None else list(range(n)),
+                           test_set_metric=test_set, calibration_images=calibration_images,
+                           margin=task.secure_margin)
+    out = {k: res[k] for k in ('agreement', 'time', 'metric', 'predicted_equal', 'num_images',
+                               'max_logit_error', 'margin') if k in res}
+    out['bits'] = task.secure_bits
+    out['bytes_per_image'] = res['bytes']['per_image']
+    out['bytes_per_session'] = {k: res['bytes'][k] for k in ('weights', 'handshake')}
+    return out
 
 
 def run_main_job(task: Task, work_dir: str, num_threads: Optional[int] = None) -> dict:
@@ -182,32 +227,44 @@ def run_main_job(task: Task, work_dir: str, num_threads: Optional[int] = None) -
 
     finetuned = {}
     for key, info in spec_files.items():
-        finetuned[key] = stages.run(f'finetune_{key}', lambda d, info=info: train_and_test(
-            task.config, d, task.finetune_cfg, task.metric, load_from=base['checkpoint'],
-            spec=info['path']))
+        overrides = dict(task.finetune_cfg)
+        if task.distill is not None:  # the all-ReLU baseline teaches every Block-ReLU network
+            overrides['model.distill_cfg'] = dict(teacher_checkpoint=base['checkpoint'],
+                                                  temperature=float(task.distill), weight=1.0)
+        finetuned[key] = stages.run(
+            f'finetune_{key}', lambda d, info=info, o=overrides: train_and_test(
+                task.config, d, o, task.metric, load_from=base['checkpoint'],
+                spec=info['path']),
+            params=dict(distill=task.distill))
 
     def secure(d):
-        from ..mpc.infer import load_test_inputs, secure_inference
+        from ..mpc.infer import load_test_inputs
         from ..utils.config import build_model, load_config
         cfg = load_config(task.config)
         model = build_model(cfg, checkpoint=base['checkpoint'])
-        images, labels = load_test_inputs(cfg, model, task.secure_images)
-        headline = f'exact_{0.06 if 0.06 in task.budgets else task.budgets[0]:g}'
+        most = max(task.secure_images, task.secure_images_other)
+        images, labels = load_test_inputs(cfg, model, most)  # the first test images
+        calibration = None
+        if task.secure_bits < 64:
+            from ..budget.distortion import load_samples
+            calibration, _ = load_samples(cfg, model, task.calibration_images, seed=0,
+                                          shape=tuple(images.shape[2:]))
         runs = {}
-        targets = [('all_relu', None, base['checkpoint'])] + [
-            (key, spec_files[key]['path'], finetuned[key]['checkpoint']) for key in spec_files]
-        for key, spec, checkpoint in targets:
+        targets = [('all_relu', None, base['checkpoint'], base['metric'])] + [
+            (key, spec_files[key]['path'], finetuned[key]['checkpoint'],
+             finetuned[key]['metric']) for key in spec_files]
+        for key, spec, checkpoint, test_set in targets:
             n = task.secure_images if key == headline else task.secure_images_other
-            log(f'secure inference: {key} on {n} test images')
-            res = secure_inference(task.config, checkpoint, spec=spec, images=images[:n],
-                                   labels=None if labels is None else labels[:n],
-                                   bits=task.secure_bits)
-            runs[key] = {k: res[k] for k in ('agreement', 'time', 'accuracy', 'plain_accuracy',
-                                             'miou', 'plain_miou', 'predicted_equal',
-                                             'num_images', 'max_logit_error') if k in res}
-            runs[key]['bytes_per_image'] = res['bytes']['per_image']
+            log(f'secure inference: {key} on {min(n, len(images))} test images')
+            runs[key] = secure_run(task, cfg, checkpoint, spec, images[:n],
+                                   None if labels is None else labels[:n], test_set, calibration)
         return runs
-    secure_runs = stages.run('secure', secure)
+    headline = f'exact_{0.06 if 0.06 in task.budgets else task.budgets[0]:g}'
+    secure_runs = stages.run('secure', secure, params=dict(
+        images=task.secure_images, images_other=task.secure_images_other,
+        bits=task.secure_bits, batch_size=task.secure_batch_size, headline=headline,
+        margin=task.secure_margin if task.secure_bits < 64 else None,
+        report=2))  # report: the layout of a run's record
 
     summary = dict(task=task.config, metric=task.metric, baseline=base['metric'],
                    distortion=dist, specs=spec_files,
@@ -227,8 +284,16 @@ def write_report(work_dir: str, summary: dict, task: Task) -> None:
     log(f'report written to {report_dir}')
 
 
-def task_from_args(task: str, budgets: Optional[List[float]] = None) -> Task:
-    """A named demo task, or any config (a paper task) with the same stages."""
+def task_from_args(task: str, budgets: Optional[List[float]] = None, **overrides) -> Task:
+    """A named demo task, or any config (a paper task) with the same stages.
+
+    Args:
+        task: A name in :data:`TASKS` or a config file.
+        budgets: DReLU budgets replacing the task's.
+        **overrides: Other :class:`Task` fields (e.g. ``secure_images=500``,
+            ``secure_images_other=100``, ``secure_bits=16``); None keeps the
+            task's value.
+    """
     if task in TASKS:
         t = TASKS[task]
     elif os.path.isfile(task):
@@ -238,6 +303,14 @@ def task_from_args(task: str, budgets: Optional[List[float]] = None) -> Task:
                  num_samples=512)
     else:
         raise SystemExit(f'unknown task {task!r}: one of {sorted(TASKS)} or a config file')
+    names = {f.name for f in dataclasses.fields(Task)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f'unknown Task field(s) {unknown}; expected some of {sorted(names)}')
+    changes = {k: v for k, v in overrides.items() if v is not None}
     if budgets:
-        t.budgets = tuple(budgets)
-    return t
+        changes['budgets'] = tuple(budgets)
+    for key in ('secure_images', 'secure_images_other', 'secure_batch_size'):
+        if key in changes and int(changes[key]) < 1:
+            raise ValueError(f'{key} must be >= 1, got {changes[key]}')
+    return dataclasses.replace(t, **changes)

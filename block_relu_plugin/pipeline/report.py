@@ -1,5 +1,6 @@
 """The main job's report: a markdown summary and PNG plots."""
 import os
+from typing import Optional
 
 from ..budget.plots import plot_patch_map
 from ..spec.spec import BlockReLUSpec
@@ -57,8 +58,10 @@ def plot_secure_costs(summary: dict, paper: dict, path: str) -> str:
     if 'all_relu' in secure:
         base = secure['all_relu']
         ax_b.plot([100], [base['bytes_per_image']['online'] / 1e6], 'k^', label='all ReLU: online')
+        ax_b.plot([100], [(base['bytes_per_image']['online'] + base['bytes_per_image']['offline'])
+                          / 1e6], 'k^', alpha=0.4, label='all ReLU: online + offline')
         ax_t.plot([100], [base['time']['online_per_image']], 'k^', label='all ReLU: online')
-    # The paper's CIFAR-100 ResNet18 (full width, 32x32) figures, for scale.
+    # The paper's CIFAR-100 ResNet18 (full width, 32x32) totals (everything online), for scale.
     ax_b.plot([6, 100], [paper[0.06]['bytes'] / 1e6, paper['all_relu']['bytes'] / 1e6], 'rx',
               ms=9, label='paper, CIFAR-100 ResNet18 (full width)')
     ax_t.plot([6, 100], [paper[0.06]['seconds'], paper['all_relu']['seconds']], 'rx', ms=9,
@@ -78,6 +81,52 @@ def plot_secure_costs(summary: dict, paper: dict, path: str) -> str:
     return path
 
 
+def _rows(summary: dict):
+    """``(name, budget, drelus, test-set metric, key)`` per network, all ReLU first."""
+    relus = next(iter(summary['specs'].values()))['relus']
+    yield 'all ReLU', '100 %', f'{relus:,}', summary['baseline'], 'all_relu'
+    for key, info in sorted(summary['specs'].items(),
+                            key=lambda kv: (kv[1]['solver'], kv[1]['drelus'])):
+        name = 'knapsack' if info['solver'] == 'exact' else info['solver']
+        budget = key.split('_', 1)[1]
+        yield (name, f'{100 * float(budget):g} %', f'{info["drelus"]:,}',
+               summary['finetuned'][key], key)
+
+
+def table_row(name: str, budget: str, drelus: str, test_set: float, key: str,
+              run: Optional[dict]) -> str:
+    """One network's row of ``summary.md``; ``run`` is its secure-inference record or None."""
+    def mb(v):
+        return f'{v / 1e6:.2f}'
+    cells = [name, budget, drelus, f'{test_set:.2f}']
+    if run is None:
+        cells += ['-'] * 9
+    else:
+        m = run.get('metric') or {}
+        b, w = run['bytes_per_image'], run.get('bytes_per_session', {})
+        cells += [str(run['num_images']),
+                  '-' if m.get('secure') is None else f'{m["secure"]:.2f}',
+                  '-' if m.get('stock') is None else f'{m["stock"]:.2f}',
+                  f'{100 * run["agreement"]:.1f} %',
+                  mb(b['online']), mb(b['offline']), mb(b['online'] + b['offline']),
+                  '-' if 'weights' not in w else mb(w['weights']),
+                  f'{run["time"]["online_per_image"]:.3f}']
+    return '| ' + ' | '.join(cells) + ' |'
+
+
+def secure_note(metric: str) -> str:
+    """What the secure columns of ``summary.md`` mean."""
+    return (f'Secure inference ran on the first test images. `{metric}, secure` is the '
+            'client\'s secure predictions against the real labels; `plaintext, same images` '
+            'is the plaintext network on the same images through the config\'s ordinary test '
+            'path (test dataloader, `test_step`, evaluator: the stock `tools/test.py`); '
+            '`test set` is the same network on the whole test set; agreement = secure '
+            'prediction equals the plaintext prediction. Bytes are all parties\' payload '
+            'bytes as metered by the transport: online and offline per image, and the '
+            'server\'s masked weights once per session (any number of images). Three '
+            'processes (client, server, helper) on this one machine, mutual TLS over loopback.')
+
+
 def render_report(report_dir: str, summary: dict, task, paper: dict) -> None:
     """Write the plots and ``summary.md`` into ``report_dir``."""
     from ..budget.distortion import load_distortion
@@ -94,34 +143,23 @@ def render_report(report_dir: str, summary: dict, task, paper: dict) -> None:
         plots['patch_sizes.png'] = plot_patch_map(
             spec, sites, os.path.join(report_dir, 'patch_sizes.png'))
 
+    metric = summary['metric']
     lines = [f'# Block-ReLU main job: `{summary["task"]}`', '',
-             f'Baseline (all ReLU): **{summary["metric"]} = {summary["baseline"]:.2f}**', '',
+             f'Baseline (all ReLU): **{metric} = {summary["baseline"]:.2f}**', '',
              f'Distortion: `{summary["distortion"]["method"]}` on '
              f'{summary["distortion"]["num_samples"]} training samples.', '',
-             '| patch sizes | DReLU budget | DReLUs used | ' + summary['metric'] +
-             ' after finetune | secure agreement | online MB / image | offline MB / image '
-             '| online s / image |', '|---|---|---|---|---|---|---|---|']
+             f'| patch sizes | DReLU budget | DReLUs used | {metric}, test set | secure images '
+             f'| {metric}, secure | {metric}, plaintext, same images | agreement '
+             '| online MB / image | offline MB / image | online + offline MB / image '
+             '| masked weights MB / session | online s / image |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     secure = summary.get('secure', {})
-
-    def row(name, budget, drelus, metric, key):
-        s = secure.get(key)
-        sec = (f'{100 * s["agreement"]:.1f} % of {s["num_images"]}',
-               f'{s["bytes_per_image"]["online"] / 1e6:.2f}',
-               f'{s["bytes_per_image"]["offline"] / 1e6:.2f}',
-               f'{s["time"]["online_per_image"]:.3f}') if s else ('-',) * 4
-        return f'| {name} | {budget} | {drelus} | {metric:.2f} | ' + ' | '.join(sec) + ' |'
-
-    relus = next(iter(summary['specs'].values()))['relus']
-    lines.append(row('all ReLU', '100 %', f'{relus:,}', summary['baseline'], 'all_relu'))
-    for key, info in sorted(summary['specs'].items(),
-                            key=lambda kv: (kv[1]['solver'], kv[1]['drelus'])):
-        name = 'knapsack' if info['solver'] == 'exact' else info['solver']
-        budget = key.split('_', 1)[1]
-        lines.append(row(name, f'{100 * float(budget):g} %', f'{info["drelus"]:,}',
-                         summary['finetuned'][key], key))
-    lines += ['', 'Secure inference: three parties (client, server, helper) on this machine, '
-              'mutual TLS over loopback; agreement = secure prediction equals the plaintext '
-              'prediction of the same model.', '']
+    lines += [table_row(*args, secure.get(args[-1])) for args in _rows(summary)]
+    lines += ['', secure_note(metric), '']
+    approx = sorted({(r['bits'], r['margin']) for r in secure.values() if r.get('margin')})
+    for bits, margin in approx:
+        lines += [f'Block-ReLU DReLUs compared {bits} bits; each site\'s shift keeps {margin:g} '
+                  'times the largest value it compared on training images in range.', '']
     lines += ['| stage | seconds (when it ran) |', '|---|---|']
     lines += [f'| {k} | {v:.0f} |' for k, v in summary.get('stage_seconds', {}).items()]
     lines += ['']

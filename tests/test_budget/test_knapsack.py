@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from block_relu_plugin.budget import knapsack
-from block_relu_plugin.budget.candidates import default_candidates, prune_equal_cost
+from block_relu_plugin.budget.candidates import (all_pairs_candidates, default_candidates,
+                                                 prune_equal_cost)
 from block_relu_plugin.budget.knapsack import (BudgetError, KnapsackSolution, solve_dense,
                                                solve_exact)
 from block_relu_plugin.layers.block_relu import IDENTITY, ZERO, num_drelus
@@ -160,8 +161,8 @@ def test_no_groups(solve):
 
 @pytest.mark.parametrize('side, count', [(4, 17), (7, 50), (8, 65), (14, 82), (16, 82),
                                          (28, 101), (32, 101), (56, 122), (112, 122)])
-def test_candidate_counts(side, count):
-    cand = default_candidates(side, side)
+def test_all_pairs_counts(side, count):
+    cand = all_pairs_candidates(side, side)
     assert cand.shape == (count, 2) and cand.dtype == np.int64
     assert cand[0].tolist() == list(IDENTITY)
     assert list(ZERO) not in cand.tolist()
@@ -171,14 +172,14 @@ def test_candidate_counts(side, count):
     assert [side, side] in sizes.tolist() and [1, 1] in sizes.tolist()
 
 
-def test_candidates_divisors_and_caps():
-    cand = default_candidates(112, 7)
+def test_all_pairs_divisors_and_caps():
+    cand = all_pairs_candidates(112, 7)
     assert set(cand[1:, 0]) == set(range(1, 9)) | {28, 56, 112}
     assert set(cand[1:, 1]) == set(range(1, 8))  # 8 capped to the 7-pixel side
-    extra = default_candidates(8, 8, small_sides=[1, 2], extra=[3, 20])
+    extra = all_pairs_candidates(8, 8, small_sides=[1, 2], extra=[3, 20])
     assert set(extra[1:, 0]) == {1, 2, 3, 4, 8}  # 8/2 exceeds the largest small side
-    with pytest.raises(ValueError):
-        default_candidates(0, 8)
+    with pytest.raises(ValueError, match='map size must be positive'):
+        all_pairs_candidates(0, 8)
 
 
 def test_prune_keeps_least_distorting_per_cost():

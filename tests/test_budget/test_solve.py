@@ -10,7 +10,7 @@ import torch
 
 from block_relu_plugin import BlockReLU, BlockReLUSpec, convert_block_relu, find_relu_sites
 from block_relu_plugin.budget import solve as solve_module
-from block_relu_plugin.budget.candidates import default_candidates
+from block_relu_plugin.budget.candidates import candidate_set, default_candidates
 from block_relu_plugin.budget.distortion import (build_manifest, extract_distortion,
                                                  load_distortion, save_array)
 from block_relu_plugin.budget.knapsack import BudgetError
@@ -28,13 +28,15 @@ TOOLS = os.path.join(os.path.dirname(__file__), '..', '..', 'tools')
 
 @pytest.fixture(scope='module')
 def sketch_dir(tmp_path_factory):
-    """Sketched distortions of the tiny network (17 sites, 488 channels, 4,352 ReLUs)."""
+    """Sketched distortions of the tiny network (17 sites, 488 channels, 4,352 ReLUs), with
+    both candidate sets, so solves can restrict to either."""
     path = str(tmp_path_factory.mktemp('dist') / 'sketch')
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         assert extract_distortion(tiny_model(), tiny_inputs(8), path, 'sketch', batch_size=4,
-                                  num_probes=4, info=dict(config='tiny.py'))
+                                  num_probes=4, candidates=candidate_set('paper+all_pairs'),
+                                  info=dict(config='tiny.py'))
     finally:
         torch.set_num_threads(threads)
     return path
@@ -228,3 +230,43 @@ def test_solve_tool_and_plots(sketch_dir, tmp_path):
     for name in ('distortion_curves.png', 'patch_sizes.png'):
         with open(plots / name, 'rb') as f:
             assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_solve_restricted_to_a_candidate_set(sketch_dir, tmp_path):
+    distortion = load_distortion(sketch_dir)
+    specs = {name: solve_budget(distortion, 0.06, 'exact', name)
+             for name in ('paper', 'all_pairs', None)}
+    for name in ('paper', 'all_pairs'):
+        fn = candidate_set(name)
+        for site in distortion.sites:
+            allowed = {tuple(b) for b in fn(site.height, site.width).tolist()}
+            assert {tuple(b) for b in specs[name].sites[site.name].tolist()} <= allowed
+        assert specs[name].metadata['candidates'] == name
+        # More candidates never do worse: the union's optimum is at most either's.
+        assert specs[None].metadata['objective'] <= specs[name].metadata['objective'] + 1e-12
+    assert specs['paper'].metadata['objective'] != specs['all_pairs'].metadata['objective']
+    # Cached per set, next to the unrestricted one.
+    path = cached_budget_spec(sketch_dir, 0.06, 'exact', 'paper')
+    assert path.endswith('spec_exact_0.06_paper.json')
+    assert BlockReLUSpec.load(path).metadata['candidates'] == 'paper'
+    assert cached_budget_spec(sketch_dir, 0.06, 'exact') != path
+    with pytest.raises(ValueError, match='unknown candidate set'):
+        cached_budget_spec(sketch_dir, 0.06, 'exact', 'paperr')
+    # A set that was not measured: one line naming the site and the sizes.
+    sites = [ReLUSite('a', 2, 4, 4)]
+    path = write_distortion(str(tmp_path / 'd'), sites, {'a': np.ones((2, 9))},
+                            {(4, 4): candidate_set('paper')(4, 4)})
+    with pytest.raises(ValueError, match="site 'a': .* not measured"):
+        solve_budget(path, 0.5, 'exact', 'all_pairs')
+
+
+def test_solve_tool_candidates(sketch_dir, tmp_path):
+    out = tmp_path / 'spec.json'
+    argv = sys.argv
+    try:
+        sys.argv = ['solve_budget.py', '--distortion', sketch_dir, '--budget', '0.06',
+                    '--out', str(out), '--candidates', 'all_pairs']
+        runpy.run_path(os.path.join(TOOLS, 'solve_budget.py'), run_name='__main__')
+    finally:
+        sys.argv = argv
+    assert BlockReLUSpec.load(str(out)).metadata['candidates'] == 'all_pairs'

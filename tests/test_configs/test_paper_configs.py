@@ -6,13 +6,15 @@ model, optimizer and schedule, and its dataset is swapped for generated images
 (and label maps) in the standard folder layouts. Segmentation runs at 64x64
 instead of 512x512 crops, and a budget config gets a uniform spec for its own
 model instead of a solved one (budget solving is tested in test_budget), both
-to keep CI in its time budget.
+to keep CI in its time budget. A distillation config's teacher checkpoint is the plain
+network's initial weights, saved for the test.
 """
 import glob
 import os
 
 import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
 from PIL import Image
 
@@ -100,16 +102,25 @@ def prepare(path, tmp_path):
         cfg.val_evaluator = cfg.test_evaluator = evaluator
         cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=1, val_interval=1000)
     brc = cfg.model.get('block_relu_cfg') or {}
-    if brc.get('budget') is not None:
+    distill = cfg.model.get('distill_cfg')
+    if brc.get('budget') is not None or distill:
         from block_relu_plugin.conversion import find_relu_sites
         from block_relu_plugin.utils.config import build_model
         plain = Config(cfg.to_dict())
-        plain.model.block_relu_cfg = {k: v for k, v in brc.items()
-                                      if k not in ('budget', 'distortion', 'solver')}
-        sites = find_relu_sites(build_model(plain), size)
-        spec = str(tmp_path / 'spec.json')
-        BlockReLUSpec.uniform(sites, (2, 2)).save(spec)
-        cfg.model.block_relu_cfg = dict(plain.model.block_relu_cfg, spec=spec)
+        plain.model.pop('distill_cfg', None)
+        plain.model.block_relu_cfg = {
+            k: v for k, v in brc.items()
+            if k not in ('budget', 'distortion', 'solver', 'candidates')}
+        plain_model = build_model(plain)
+        if brc.get('budget') is not None:
+            sites = find_relu_sites(plain_model, size)
+            spec = str(tmp_path / 'spec.json')
+            BlockReLUSpec.uniform(sites, (2, 2)).save(spec)
+            cfg.model.block_relu_cfg = dict(plain.model.block_relu_cfg, spec=spec)
+        if distill:  # the all-ReLU teacher: this plain network's initial weights
+            teacher = str(tmp_path / 'teacher.pth')
+            torch.save({'state_dict': plain_model.state_dict()}, teacher)
+            cfg.model.distill_cfg = dict(distill, teacher_checkpoint=teacher)
     return cfg, submission
 
 
@@ -128,3 +139,5 @@ def test_config_runs_one_iteration(path, tmp_path):
     else:
         runner.train()
         assert runner.iter == 1
+        if cfg.model.get('distill_cfg'):
+            assert 'train/loss_distill' in runner.message_hub.log_scalars

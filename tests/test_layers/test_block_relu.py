@@ -123,3 +123,12 @@ def test_cuda_matches_cpu():
     act = BlockReLU(sizes)
     cpu = act(x)
     assert torch.equal(act.cuda()(x.cuda()).cpu(), cpu)
+
+
+def test_gate_is_mean_greater_than_zero_at_exact_zero():
+    """The method gates on mean > 0: a patch summing to exactly 0 is zeroed (the
+    secure layer computes the same function, tests/test_mpc/test_protocols.py)."""
+    x = torch.tensor([[1., -1.], [-1., 1.], [0., 0.], [2., -1.], [-2., 1.]]).reshape(1, 5, 1, 2)
+    y = BlockReLU([[1, 2]] * 5)(x)
+    assert torch.equal(y[0, :3], torch.zeros(3, 1, 2))
+    assert torch.equal(y[0, 3], x[0, 3]) and torch.equal(y[0, 4], torch.zeros(1, 2))

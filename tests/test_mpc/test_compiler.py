@@ -1,5 +1,7 @@
-import pickle
 """The compiler: folding, per-site options, refusals (in-process, no parties)."""
+import pickle
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,10 @@ from test_networks import deeplab_mnv2, deeplab_r18v1c, resnet_cifar, resnet_max
 
 from block_relu_plugin.conversion import relu6_to_relu
 from block_relu_plugin.mpc import ring
-from block_relu_plugin.mpc.compiler import (SecureConv2d, SecureIdentity, SecureMaxPool2d,
-                                            SecureReLU, UnsupportedLayerError, _fold_bn,
-                                            compile_model, default_shift)
+from block_relu_plugin.mpc.calibrate import choose_shift, measure_ranges
+from block_relu_plugin.mpc.compiler import (SecureConv2d, SecureIdentity, SecureLinear,
+                                            SecureMaxPool2d, SecureReLU, UnsupportedLayerError,
+                                            _fold_bn, compile_model)
 from block_relu_plugin.mpc.costmodel import program_costs
 
 
@@ -85,20 +88,78 @@ def test_public_program_has_no_weights_and_pickles():
     # The local launcher's pipe pickles it into the party processes.
     again = pickle.loads(pickle.dumps(pub))
     assert again.uid == prog.uid and len(again.sites()) == len(prog.sites())
-    # no float parameter is left anywhere in the public program
-    assert not any(p.is_floating_point() for p in pub.model.parameters())
+    # no parameter or buffer value is left anywhere in the public program
+    assert all(t.is_meta for t in list(pub.model.parameters()) + list(pub.model.buffers()))
+
+
+class Extras(nn.Module):
+    """Weights the forward never uses: an unused conv and linear, a custom buffer,
+    tensors in a plain attribute and inside a helper object."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 5)
+        self.unused_conv = nn.Conv2d(3, 4, 3)
+        self.unused_fc = nn.Linear(4, 4)
+        self.register_buffer('secret', torch.randn(7))
+        self.cache = {'scale': [torch.randn(6)]}
+        self.holder = types.SimpleNamespace(table=torch.randn(5))
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
+
+
+def _all_tensors(obj, seen):
+    """Every tensor reachable from obj through attributes and containers."""
+    if id(obj) in seen or isinstance(obj, (str, bytes, int, float, type)):
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        items = list(obj)
+    else:
+        items = list(getattr(obj, '__dict__', {}).values())
+    return [t for v in items for t in _all_tensors(v, seen)]
+
+
+def test_public_program_carries_no_tensor_values():
+    model = Extras().eval()
+    prog = compile_model(model, trace_size=(8, 8))
+    pub = prog.public()
+    secrets = [t.detach() for t in _all_tensors(model, set())]
+    secrets += [m.weight for _, m in prog.sites() if isinstance(m, (SecureConv2d, SecureLinear))]
+    assert len(secrets) >= 10
+    # every tensor left anywhere in the public model is shape-only
+    left = _all_tensors(pub.model, set())
+    assert left and all(t.is_meta or t.numel() == 0 for t in left)
+    # shapes survive (the unused conv keeps its parameter's shape)
+    assert pub.model.unused_conv.weight.shape == model.unused_conv.weight.shape
+    # and no weight's bytes reach what the client and the helper receive
+    blob = pickle.dumps(pub)
+    for t in secrets:
+        assert t.contiguous().numpy().tobytes() not in blob, tuple(t.shape)
+    # the server's program keeps its weights
+    assert torch.equal(prog.model.unused_conv.weight, model.unused_conv.weight)
 
 
 def test_per_site_bits():
     model = with_spec(resnet_maxpool(), 32, every=2)
-    prog = compile_model(model, bits=16, with_weights=False)
+    ranges = measure_ranges(model, torch.randn(2, 3, 32, 32))
+    prog = compile_model(model, bits=16, calibration=ranges, with_weights=False)
     relus = {label: m for label, m in prog.sites() if isinstance(m, SecureReLU)}
-    block = [m for m in relus.values() if m.block_sizes is not None]
+    block = {k: m for k, m in relus.items() if m.block_sizes is not None}
     plain = [m for m in relus.values() if m.block_sizes is None]
     assert block and plain
-    # Block-ReLU sites (mixed codes) compare 16 bits after the default pre-shift;
-    # plain ReLU sites and the MaxPool stay exact
-    assert all(m.bits == 16 and m.shift == default_shift(16) == 1 for m in block)
+    # Block-ReLU sites (mixed codes) compare 16 bits after their calibrated
+    # pre-shift; plain ReLU sites and the MaxPool stay exact
+    assert all(m.bits == 16 and m.shift == choose_shift(ranges[k], 16) for k, m in block.items())
+    assert len({m.shift for m in block.values()}) > 1  # ranges differ per site
     assert all(m.bits == 64 and m.shift == 0 for m in plain)
     pools = [m for _, m in prog.sites() if isinstance(m, SecureMaxPool2d)]
     assert len(pools) == 1 and pools[0].bits == 64

@@ -172,6 +172,19 @@ def test_block_relu_matches_plaintext(cluster):
         check_bytes(res, cost.ours.block_relu(sizes, 2, H, W, bits), 'block_relu')
 
 
+def test_block_relu_gate_at_zero_sum_matches_plaintext(cluster):
+    """The method gates on mean > 0: a patch summing to exactly 0 (and to -1,
+    +1 ulp) gets the same gate in the secure layer as in plaintext."""
+    u = 1  # one ulp
+    patches = [[1, -1], [-1, 1], [0, 0], [4096, -4096], [1, 0], [0, -1], [2, -1], [-2, 1]]
+    x = torch.tensor(patches, dtype=torch.int64).reshape(1, len(patches), 1, 2) * u
+    sizes = [[1, 2]] * len(patches)
+    ref = BlockReLU(sizes)(ring.decode(x))
+    res = cluster.run(MP.op_program, all3('block_relu', x, dict(block_sizes=sizes)))
+    assert torch.equal(ring.decode(res['client'][0]), ref)
+    assert torch.equal(res['client'][0][0, :3], torch.zeros(3, 1, 2, dtype=torch.int64))
+
+
 def test_block_relu_all_identity_is_free(cluster):
     x = edge_input((1, 2, 4, 4))
     res = cluster.run(MP.op_program, all3('block_relu', x, dict(block_sizes=[[0, 1], [1, 0]])))

@@ -104,15 +104,15 @@ def test_certs_cli(tmp_path):
     import subprocess
     import sys
     out = tmp_path / 'certs'
-    subprocess.run([sys.executable, 'tools/mpc_certs.py', str(out), '--hosts', '10.1.2.3',
-                    'party.example'], check=True, cwd=str(__import__('pathlib').Path(
-                        __file__).parents[2]))
-    for f in ('ca.pem', 'client.pem', 'server.key', 'helper.pem'):
+    subprocess.run([sys.executable, 'tools/mpc_certs.py', str(out), '--server', '10.1.2.3',
+                    'party.example', '--helper', '10.1.2.4'], check=True,
+                   cwd=str(__import__('pathlib').Path(__file__).parents[2]))
+    for f in ('ca/ca.pem', 'client/client.pem', 'server/server.key', 'helper/helper.pem'):
         assert (out / f).exists()
     from cryptography import x509
-    cert = x509.load_pem_x509_certificate((out / 'server.pem').read_bytes())
+    cert = x509.load_pem_x509_certificate((out / 'server' / 'server.pem').read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert 'server' in san.get_values_for_type(x509.DNSName)
+    assert 'urn:block-relu:role:server' in san.get_values_for_type(x509.UniformResourceIdentifier)
     assert 'party.example' in san.get_values_for_type(x509.DNSName)
-    ctx = ssl.create_default_context(cafile=str(out / 'ca.pem'))
-    ctx.load_cert_chain(str(out / 'client.pem'), str(out / 'client.key'))
+    ctx = ssl.create_default_context(cafile=str(out / 'ca' / 'ca.pem'))
+    ctx.load_cert_chain(str(out / 'client' / 'client.pem'), str(out / 'client' / 'client.key'))

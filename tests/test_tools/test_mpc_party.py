@@ -55,8 +55,9 @@ def work(tmp_path_factory):
     """Certificates, config + spec, checkpoint and 20 PNG images."""
     root = tmp_path_factory.mktemp('mpc_party')
     certs = str(root / 'certs')
-    subprocess.run([sys.executable, 'tools/mpc_certs.py', certs, '--hosts', '127.0.0.1'],
-                   cwd=REPO, check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, 'tools/mpc_certs.py', certs, '--server', '127.0.0.1',
+                    '--helper', '127.0.0.1'], cwd=REPO, check=True, capture_output=True,
+                   timeout=120)
     config = root / 'config.py'
     config.write_text(CONFIG.format(type='ImageClassifier', extra=''))
     sites = find_relu_sites(build_model(str(config)), SIZE)

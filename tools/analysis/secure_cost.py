@@ -10,20 +10,34 @@ Example:
 """
 import argparse
 import json
+import sys
 
 from block_relu_plugin.mpc.costmodel import predict_costs
 from block_relu_plugin.utils.config import build_model, default_input_size, load_config
+
+
+def compared_bits(text: str) -> int:
+    """An argparse type: compared DReLU bits, an integer in 2..64."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer in 2..64, got {text!r}') from None
+    if not 2 <= value <= 64:
+        raise argparse.ArgumentTypeError(f'must be in 2..64, got {value}')
+    return value
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='mmpretrain or mmseg config file')
     parser.add_argument('--spec', help='Block-ReLU spec file (replaces the config\'s)')
-    parser.add_argument('--bits', type=int, default=64,
-                        help='compared bits of the Block-ReLU sites\' DReLUs (default 64)')
-    parser.add_argument('--relu-bits', type=int, default=64,
+    parser.add_argument('--bits', type=compared_bits, default=64,
+                        help='compared bits of the Block-ReLU sites\' DReLUs, 2..64 (default '
+                        '64, exact); bytes do not depend on the pre-shift, so no calibration '
+                        'is needed here')
+    parser.add_argument('--relu-bits', type=compared_bits, default=64,
                         help='compared bits of plain ReLU sites (default 64, exact)')
-    parser.add_argument('--pool-bits', type=int, default=64,
+    parser.add_argument('--pool-bits', type=compared_bits, default=64,
                         help='compared bits of MaxPool sites (default 64, exact)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size (default: from the config)')
@@ -38,6 +52,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if min(args.bits, args.relu_bits, args.pool_bits) < 64:
+        print('note: bytes at fewer than 64 compared bits do not depend on the pre-shift; '
+              'a secure run at these bits needs a calibration (block_relu_plugin.mpc.calibrate) '
+              'to pick each site\'s shift', file=sys.stderr)
     cfg = load_config(args.config)
     shape = tuple(args.shape) if args.shape else default_input_size(cfg)
     model = build_model(cfg, spec=args.spec)

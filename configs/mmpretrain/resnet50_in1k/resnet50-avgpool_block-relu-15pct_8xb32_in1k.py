@@ -1,3 +1,3 @@
-# Block-ReLU at 15 % of the DReLUs; otherwise as the 6 % config.
+# Block-ReLU at 15 % of the DReLUs (paper: 74.03 %); otherwise as the 6 % config.
 _base_ = './resnet50-avgpool_block-relu-6pct_8xb32_in1k.py'
 model = dict(block_relu_cfg=dict(budget=0.15))

@@ -1,0 +1,253 @@
+"""View tests: what the server and the helper receive is independent of the input.
+
+For every protocol and for each of the two parties that must learn nothing
+(server, helper), the party's own keys are fixed and the other parties' keys
+drawn fresh for every trial (:mod:`views`). Its whole received view, and
+what it computes from it (its output shares; the helper's PrivateCompare
+sums and the ratios of the two vectors it gets), must then be
+
+- the same shape for every input,
+- fresh: no received value (or derived value) repeats between two trials of
+  the same input, since every one of them is masked by randomness the party
+  does not hold (a value fixed by the party's keys and the input would be a
+  function of the input),
+- uniform, and distributed the same for inputs 0, -1 ulp, +1 ulp, +-2^40 and
+  a mixed image,
+- for the helper's PrivateCompare: at most one zero per element, present
+  with probability 1/2 whatever the input, at a uniform column, and nonzero
+  values uniform on 1..66.
+
+``block_relu_plugin/mpc/SECURITY.md`` says why each of these holds;
+``tools/dev/breakages.py`` shows that the leaks of issue 9 (no additive mask,
+no multiplier, no permutation in PrivateCompare; no re-randomisation after a
+product) each fail here.
+"""
+import numpy as np
+import pytest
+import torch
+
+import views as V
+from block_relu_plugin.mpc import protocols as P
+
+SHAPE = (1, 4, 8, 8)
+TRIALS = 5
+INPUTS = {
+    'zero': torch.zeros(SHAPE, dtype=torch.int64),
+    'minus_ulp': torch.full(SHAPE, -1, dtype=torch.int64),
+    'plus_ulp': torch.full(SHAPE, 1, dtype=torch.int64),
+    'large_pos': torch.full(SHAPE, 2**40, dtype=torch.int64),
+    'large_neg': torch.full(SHAPE, -2**40, dtype=torch.int64),
+    'mixed': torch.randint(-2**20, 2**20, SHAPE, generator=torch.Generator().manual_seed(0)),
+}
+W = torch.randint(-2**12, 2**12, (4, 4, 3, 3), generator=torch.Generator().manual_seed(1))
+FC = torch.randint(-2**12, 2**12, (10, 256), generator=torch.Generator().manual_seed(2))
+SIZES = [[2, 2], [1, 1], [0, 1], [4, 8]]
+
+
+def _w(sess, w):
+    return w if sess.role == 'server' else tuple(w.shape)
+
+
+BODIES = {
+    'share_input': lambda s, x: V.share(s, x),
+    'conv2d': lambda s, x: P.conv2d(s, V.share(s, x), _w(s, W), None, padding=1, key='v'),
+    'linear': lambda s, x: P.linear(s, V.share(s, x).reshape(1, -1), _w(s, FC), None,
+                                    key='fc'),
+    'mult': lambda s, x: P.mult(s, V.share(s, x), V.share(s, x)),
+    'drelu': lambda s, x: P.drelu(s, V.share(s, x)),
+    'drelu16': lambda s, x: P.drelu(s, V.share(s, x), bits=16, shift=2),
+    'relu': lambda s, x: P.relu(s, V.share(s, x)),
+    'share_convert': lambda s, x: P.share_convert(s, V.share(s, x)),
+    'drelu_securenn': lambda s, x: P.drelu_securenn(s, V.share(s, x)),
+    'block_relu': lambda s, x: P.block_relu(s, V.share(s, x), SIZES),
+    'block_relu16': lambda s, x: P.block_relu(s, V.share(s, x), SIZES, bits=16, shift=2),
+    'max_pool2d': lambda s, x: P.max_pool2d(s, V.share(s, x), 3, 2, 1),
+}
+# protocols in which the helper takes part in a comparison
+COMPARING = {'drelu', 'drelu16', 'relu', 'share_convert', 'drelu_securenn', 'block_relu',
+             'block_relu16', 'max_pool2d'}
+
+
+def _program(name):
+    body = BODIES[name]
+
+    def program(sess, x):
+        return V.output_share(sess, V.passes(sess, body, x))
+    return program
+
+
+@pytest.fixture(scope='module')
+def trio():
+    t = V.Trio()
+    yield t
+    t.close()
+
+
+def collect(trio, adversary, names=tuple(BODIES), inputs=tuple(INPUTS), trials=TRIALS):
+    """``{name: {input: [(view, output share) per trial]}}`` of ``adversary``,
+    whose keys are the same in every trial."""
+    fixed = V.fresh_keys()
+    out = {}
+    for name in names:
+        out[name] = {}
+        for inp in inputs:
+            x = INPUTS[inp]
+            runs = []
+            for _ in range(trials):
+                keys = V.keys_fixed_for(adversary, fixed)
+                res = trio.run(_program(name), keys, {r: (x,) for r in V.ROLES})
+                runs.append(res[adversary])
+            out[name][inp] = runs
+    return out
+
+
+@pytest.fixture(scope='module')
+def server_views(trio):
+    return collect(trio, 'server')
+
+
+@pytest.fixture(scope='module')
+def helper_views(trio):
+    return collect(trio, 'helper', names=tuple(sorted(COMPARING)))
+
+
+def _views(request, who):
+    return request.getfixturevalue(f'{who}_views')
+
+
+def _ring_values(view):
+    vals = [a.reshape(-1) for a in V.ring_arrays(view)]
+    return np.concatenate(vals) if vals else np.zeros(0, np.int64)
+
+
+def _byte_hist_values(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.astype(np.int64)).view(np.uint8).astype(np.int64)
+
+
+def _derived(who, view, out):
+    """Values the party computes from its view that must be fresh per trial:
+    its output share; the helper's PrivateCompare sums and ratio vectors, and
+    the sum of ShareConvert's two masked shares."""
+    d = []
+    if out is not None:
+        d.append(('output share', out.reshape(-1, 1)))
+    if who == 'helper':
+        for c, s in V.pc_pairs(view):
+            c, s = c.astype(np.int64), s.astype(np.int64)
+            sigma = (c + s) % 67
+            ratio = np.where(sigma == 0, -1, (c * V.INV67[sigma]) % 67)
+            d.append(('pc sum (sorted)', np.sort(sigma, 1)))
+            d.append(('pc ratio (sorted)', np.sort(ratio, 1)))
+        ring = V.ring_arrays(view)
+        if len(ring) == 2:  # ShareConvert: a_0 + r_0 and a_1 + r_1
+            d.append(('opened a + r', (ring[0] + ring[1]).reshape(-1, 1)))
+    return d
+
+
+@pytest.mark.parametrize('who', ['server', 'helper'])
+def test_view_shapes_do_not_depend_on_input(request, who):
+    for name, by_input in _views(request, who).items():
+        shapes = {inp: [[(p, ph, a.shape, a.dtype.str) for p, ph, a in v] for v, _ in runs]
+                  for inp, runs in by_input.items()}
+        first = next(iter(shapes.values()))[0]
+        assert first, f'{name}: {who} received nothing'
+        for inp, per_trial in shapes.items():
+            for s in per_trial:
+                assert s == first, (name, inp)
+
+
+@pytest.mark.parametrize('who', ['server', 'helper'])
+def test_view_is_fresh_under_fixed_keys(request, who):
+    """Nothing the party receives or derives repeats across trials: under its
+    fixed keys, every value is masked by randomness it does not hold."""
+    for name, by_input in _views(request, who).items():
+        for inp, runs in by_input.items():
+            (v1, o1), (v2, o2) = runs[0], runs[1]
+            for (p, ph, a), (_, _, b) in zip(v1, v2):
+                if a.dtype == np.int64:
+                    same = (a == b).mean()
+                else:  # Z_67 vectors: compare whole rows
+                    same = (a.reshape(len(a), -1) == b.reshape(len(b), -1)).all(-1).mean()
+                assert same < 0.01, f'{name}/{inp}: {who} gets the same {ph} message ' \
+                    f'from {p} in two trials ({same:.0%} of elements)'
+            for (what, a), (_, b) in zip(_derived(who, v1, o1), _derived(who, v2, o2)):
+                same = (a == b).all(-1).mean()
+                assert same < 0.05, f'{name}/{inp}: {who}\'s {what} repeats across trials ' \
+                    f'under fixed keys ({same:.0%}): it is a function of the input'
+
+
+@pytest.mark.parametrize('who', ['server', 'helper'])
+def test_view_is_uniform_and_input_independent(request, who):
+    """Received ring elements and Z_67 values are uniform for every input, and
+    their distribution (and that of the party's output shares, which after a
+    truncation are uniform on a smaller range) is the same for every input."""
+    for name, by_input in _views(request, who).items():
+        ref = out_ref = None
+        for inp, runs in by_input.items():
+            outs = [o for _, o in runs if o is not None]
+            if outs:
+                out_bytes = _byte_hist_values(np.concatenate([o.reshape(-1) for o in outs]))
+                if out_ref is None:
+                    out_ref = out_bytes
+                else:
+                    stat, dof = V.chi2_two_sample(out_ref, out_bytes, 256)
+                    assert stat < V.chi2_limit(dof), (name, inp, 'output share bytes', stat)
+            ring = np.concatenate([_ring_values(v) for v, _ in runs])
+            zp = [a.reshape(-1) for v, _ in runs for a in V.zp_arrays(v)]
+            if ring.size:
+                assert V.byte_chi2(ring) < V.chi2_limit(255), (name, inp, 'ring bytes')
+                bits = np.unpackbits(ring.view(np.uint8)).mean()
+                assert abs(bits - 0.5) < 0.02, (name, inp, bits)
+            if zp:
+                zp = np.concatenate(zp).astype(np.int64)
+                assert zp.max() < 67, (name, inp)
+                exp = zp.size / 67
+                chi2 = ((np.bincount(zp, minlength=67) - exp) ** 2 / exp).sum()
+                assert chi2 < V.chi2_limit(66), (name, inp, 'Z_67 values', chi2)
+            if ref is None:
+                ref = ring
+            elif ring.size:
+                stat, dof = V.chi2_two_sample(V.top_byte(ref), V.top_byte(ring), 256)
+                assert stat < V.chi2_limit(dof), (name, inp, 'top byte vs first input', stat)
+
+
+def test_helper_private_compare_outputs(helper_views):
+    """The helper's legitimate output: per element at most one zero, present
+    with probability 1/2 whatever the input, at a uniform column; the other
+    sums uniform on 1..66. (Fails without the permutation or the multiplier.)"""
+    for name, by_input in helper_views.items():
+        pos_ref = val_ref = None
+        for inp, runs in by_input.items():
+            zeros_at, nonzero, rows_with_zero, rows = [], [], 0, 0
+            for v, _ in runs:
+                for c, s in V.pc_pairs(v):
+                    sigma = (c.astype(np.int64) + s) % 67
+                    z = sigma == 0
+                    assert z.sum(1).max() <= 1, (name, inp, 'two zeros in one comparison')
+                    rows += len(sigma)
+                    rows_with_zero += int(z.any(1).sum())
+                    r, col = np.nonzero(z)
+                    zeros_at.append(col)
+                    nonzero.append(sigma[~z])
+            cols = V.pc_pairs(runs[0][0])[0][0].shape[1]
+            zeros_at, nonzero = np.concatenate(zeros_at), np.concatenate(nonzero)
+            p = rows_with_zero / rows
+            assert abs(p - 0.5) < 5 * 0.5 / np.sqrt(rows), (name, inp, 'zero rate', p)
+            exp = zeros_at.size / cols
+            chi2 = ((np.bincount(zeros_at, minlength=cols) - exp) ** 2 / exp).sum()
+            assert chi2 < V.chi2_limit(cols - 1), (name, inp, 'zero position', chi2)
+            exp = nonzero.size / 66
+            chi2 = ((np.bincount(nonzero, minlength=67)[1:] - exp) ** 2 / exp).sum()
+            assert chi2 < V.chi2_limit(65), (name, inp, 'nonzero sums', chi2)
+            if pos_ref is None:
+                pos_ref, val_ref = zeros_at, nonzero
+            else:
+                stat, dof = V.chi2_two_sample(pos_ref, zeros_at, cols)
+                assert stat < V.chi2_limit(dof), (name, inp, 'zero position vs first input')
+                stat, dof = V.chi2_two_sample(val_ref, nonzero, 67)
+                assert stat < V.chi2_limit(dof), (name, inp, 'nonzero sums vs first input')
+
+
+def test_views_cover_every_interactive_protocol(server_views, helper_views):
+    assert set(server_views) == set(BODIES)
+    assert set(helper_views) == COMPARING
