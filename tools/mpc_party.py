@@ -34,7 +34,7 @@ from block_relu_plugin.mpc.cost import Cost
 from block_relu_plugin.mpc.compiler import compile_model
 from block_relu_plugin.mpc.infer import load_test_inputs, measured_costs, run_party
 from block_relu_plugin.mpc.launch import load_config as load_parties
-from block_relu_plugin.utils.config import build_model, load_config
+from block_relu_plugin.utils.config import build_model, default_input_size, load_config
 
 
 def parse_args(argv=None):
@@ -123,7 +123,9 @@ def main(argv=None):
     program = compile_model(model, bits=args.bits, relu_bits=args.relu_bits,
                             pool_bits=args.pool_bits, frac_bits=frac_bits,
                             with_weights=args.role == 'server', uid='party',
-                            calibration=calibration, margin=args.margin, site_shifts=shifts)
+                            calibration=calibration, margin=args.margin, site_shifts=shifts,
+                            trace_size=tuple(args.shape) if args.shape
+                            else default_input_size(cfg))
     if calibration is not None:
         with open(args.shifts_out, 'w') as f:
             json.dump(program.options['site_shifts'], f, indent=1)

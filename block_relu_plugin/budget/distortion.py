@@ -34,6 +34,7 @@ a site's channel chunk; ``sketch``: a sample batch) are split round-robin by
 ``torch.distributed`` rank and computed independently of the rank, so any
 number of workers writes identical files.
 """
+import copy
 import hashlib
 import json
 import os
@@ -689,18 +690,75 @@ def build_plain_model(cfg, checkpoint: Optional[str] = None, device: str = 'cpu'
     return split_reused_relus(model).eval()
 
 
+def _pipeline_of(dataset_cfg) -> Optional[list]:
+    """The pipeline of a dataset config, looking inside wrappers."""
+    if dataset_cfg.get('pipeline') is not None:
+        return list(dataset_cfg['pipeline'])
+    inner = dataset_cfg.get('dataset') or (dataset_cfg.get('datasets') or [None])[0]
+    return _pipeline_of(inner) if inner else None
+
+
+def _with_pipeline(dataset_cfg, pipeline: list):
+    """A copy of a dataset config (wrappers included) with every pipeline replaced."""
+    out = copy.deepcopy(dataset_cfg)
+    if out.get('datasets') is not None:
+        out['datasets'] = [_with_pipeline(d, pipeline) for d in out['datasets']]
+    elif out.get('dataset') is not None and out.get('pipeline') is None:
+        out['dataset'] = _with_pipeline(out['dataset'], pipeline)
+    else:
+        out['pipeline'] = copy.deepcopy(pipeline)
+    return out
+
+
+def distortion_dataset(cfg):
+    """The training set through the deterministic pipeline distortions are measured with.
+
+    As the authors did: training images, but through a test-style pipeline
+    (CIFAR: none; ImageNet: resize 256, centre crop 224; segmentation: resize
+    to (2048, 512)), never the augmented training one. The pipeline is the
+    config's ``distortion_pipeline`` if it has one, else its test pipeline.
+    """
+    loader = cfg.get('train_dataloader')
+    if not loader or not loader.get('dataset'):
+        raise ValueError('the config has no train_dataloader.dataset to draw samples from')
+    pipeline = cfg.get('distortion_pipeline')
+    if pipeline is None:
+        test = (cfg.get('test_dataloader') or {}).get('dataset')
+        pipeline = _pipeline_of(test) if test else None
+        if pipeline is None:
+            raise ValueError('the config has no test_dataloader pipeline to measure '
+                             'distortions through; set distortion_pipeline=[...]')
+    return _with_pipeline(loader['dataset'], list(pipeline))
+
+
+def _fit(x: Tensor, shape) -> Tensor:
+    """Centre-crop ``x`` to ``shape`` where it is larger on both sides (the
+    authors' segmentation samples: resize, then centre crop), else resize."""
+    import torch.nn.functional as F
+    h, w = x.shape[2:]
+    th, tw = shape
+    if (h, w) == (th, tw):
+        return x
+    if h >= th and w >= tw:
+        top, left = (h - th) // 2, (w - tw) // 2
+        return x[:, :, top:top + th, left:left + tw]
+    return F.interpolate(x, size=(th, tw), mode='bilinear', align_corners=False)
+
+
 def load_samples(cfg, model: nn.Module, num_samples: int, seed: int,
                  shape: Tuple[int, int]) -> Tuple[Tensor, List[int]]:
-    """Draw ``num_samples`` training samples through the config's pipeline and preprocessor.
+    """Draw ``num_samples`` training samples through a deterministic pipeline and the preprocessor.
 
     Samples are drawn without replacement from ``cfg.train_dataloader.dataset``
-    with ``seed`` (which also seeds the pipeline's random augmentations),
-    collated by the dataloader's ``collate_fn``, put through the model's
-    ``data_preprocessor`` (inference mode: no batch augmentation; the model
-    must come from :func:`..utils.config.build_model` or
-    :func:`build_plain_model`, which merge the config's top-level
-    ``data_preprocessor`` into it), and resized (bilinear) to ``shape`` where
-    the pipeline gives another size, since every site needs one spatial size.
+    with ``seed``, passed through the config's test pipeline (or its
+    ``distortion_pipeline``; :func:`distortion_dataset`), collated by the
+    dataloader's ``collate_fn``, put through the model's ``data_preprocessor``
+    (inference mode; the model must come from
+    :func:`..utils.config.build_model` or :func:`build_plain_model`, which
+    merge the config's top-level ``data_preprocessor`` into it), and brought to
+    ``shape`` (every site needs one spatial size): centre-cropped where larger
+    on both sides, else resized (bilinear). The same samples serve ``exact``,
+    ``sketch`` and the calibration of approximate comparisons.
 
     Returns:
         (inputs, indices): ``N x C x H x W`` float tensor on the CPU and the
@@ -708,15 +766,12 @@ def load_samples(cfg, model: nn.Module, num_samples: int, seed: int,
     """
     import random
 
-    import torch.nn.functional as F
     from mmengine.registry import DATASETS, init_default_scope
 
     from ..utils.config import codebase, collate_fn
     init_default_scope(codebase(cfg))
     loader = cfg.get('train_dataloader')
-    if not loader or not loader.get('dataset'):
-        raise ValueError('the config has no train_dataloader.dataset to draw samples from')
-    dataset = DATASETS.build(loader['dataset'])
+    dataset = DATASETS.build(distortion_dataset(cfg))
     if num_samples > len(dataset):
         raise ValueError(f'{num_samples} samples requested, the training set has {len(dataset)}')
     indices = np.random.default_rng(seed).choice(len(dataset), num_samples, replace=False)
@@ -730,8 +785,5 @@ def load_samples(cfg, model: nn.Module, num_samples: int, seed: int,
         for idx in indices.tolist():
             data = collate([dataset[idx]])
             x = preprocessor(data, training=False)['inputs'] if preprocessor else data['inputs']
-            x = x.float().cpu()
-            if tuple(x.shape[2:]) != tuple(shape):
-                x = F.interpolate(x, size=tuple(shape), mode='bilinear', align_corners=False)
-            samples.append(x)
+            samples.append(_fit(x.float().cpu(), tuple(shape)))
     return torch.cat(samples), indices.tolist()

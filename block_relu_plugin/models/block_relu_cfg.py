@@ -51,6 +51,9 @@ def apply_block_relu_cfg(model: nn.Module, block_relu_cfg: Optional[dict]) -> nn
         raise KeyError(f'unknown block_relu_cfg key(s) {sorted(unknown)}; '
                        f'expected some of {sorted(_KEYS)}')
     spec = cfg.get('spec')
+    if cfg.get('budget') is not None:
+        from ..budget.budget_spec import parse_budget
+        parse_budget(cfg['budget'], cfg.get('bits'))  # malformed: an error even where spec wins
     solve = cfg.get('budget') is not None and not spec
     if solve and not cfg.get('distortion'):
         raise KeyError('block_relu_cfg budget needs distortion=DIR (a distortion '

@@ -430,10 +430,12 @@ _FUNCTIONAL_FIX = {
             'nn.ReLU module',
     'relu_': 'a functional ReLU (F.relu / torch.relu) in a forward is not a site: use an '
              'nn.ReLU module',
-    'mul': 'a product of two secret tensors (e.g. an SE or attention gate) is not part of a '
-           'ReLU convnet: use the model without gates',
-    '__mul__': 'a product of two secret tensors (e.g. an SE or attention gate) is not part of '
-               'a ReLU convnet: use the model without gates',
+    'mul': 'a product in the forward (a gate of two secret tensors, as in SE or attention, '
+           'or a scale by a constant) is not a ReLU-convnet layer: use the model without '
+           'gates, or fold constants into a convolution',
+    '__mul__': 'a product in the forward (a gate of two secret tensors, as in SE or '
+               'attention, or a scale by a constant) is not a ReLU-convnet layer: use the '
+               'model without gates, or fold constants into a convolution',
     'clamp': 'a clamp is a clipped activation: use ReLU (relu6_to_relu for ReLU6)',
     'clamp_': 'a clamp is a clipped activation: use ReLU (relu6_to_relu for ReLU6)',
 }

@@ -219,6 +219,7 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
                             pool_bits=pool_bits, frac_bits=frac_bits,
                             pool_before_relu=pool_before_relu,
                             in_channels=int(images.shape[1]), calibration=calibration,
+                            trace_size=tuple(images.shape[2:]),
                             margin=margin)
     public = program.public()
     batches = _batches(images, batch_size)

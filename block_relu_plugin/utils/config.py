@@ -102,8 +102,9 @@ def _block_relu_type(cfg: Config) -> str:
 def default_input_size(cfg: Config) -> Tuple[int, int]:
     """The inference input size the config implies (used when no --shape is given).
 
-    Order: a top-level ``input_size``, mmseg's ``crop_size``, a crop/resize in
-    the test pipeline, CIFAR datasets (32), else 224.
+    Order: a top-level ``input_size``, mmseg's ``crop_size``, the test
+    pipeline's last crop (``ResizeEdge 256, CenterCrop 224`` gives 224), else
+    its first fixed-size resize, CIFAR datasets (32), else 224.
     """
     if cfg.get('input_size'):
         return _pair(cfg.input_size)
@@ -111,11 +112,14 @@ def default_input_size(cfg: Config) -> Tuple[int, int]:
         return _pair(cfg.crop_size)
     loader = cfg.get('test_dataloader') or {}
     dataset = loader.get('dataset', {}) if isinstance(loader, dict) else {}
-    for step in dataset.get('pipeline', []) or []:
-        for key in ('crop_size', 'scale'):
-            if step.get(key) is not None and step.get('type') in (
-                    'CenterCrop', 'RandomCrop', 'RandomResizedCrop', 'Resize', 'ResizeEdge'):
-                return _pair(step[key])
+    steps = dataset.get('pipeline', []) or []
+    crops = [s['crop_size'] for s in steps if s.get('crop_size') is not None
+             and s.get('type') in ('CenterCrop', 'RandomCrop', 'RandomResizedCrop')]
+    if crops:
+        return _pair(crops[-1])
+    for step in steps:
+        if step.get('scale') is not None and step.get('type') in ('Resize', 'ResizeEdge'):
+            return _pair(step['scale'])
     if 'cifar' in str(dataset.get('type', '')).lower():
         return 32, 32
     return 224, 224

@@ -163,6 +163,7 @@ model = dict(
 train_dataloader = dict(dataset=dict(
     type='CustomDataset', data_root={str(tmp_path / 'data')!r},
     pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+distortion_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 """)
     tool = os.path.join(os.path.dirname(__file__), '..', '..', 'tools', 'extract_distortion.py')
     out = tmp_path / 'dist'

@@ -315,6 +315,11 @@ train_dataloader = dict(dataset=dict(
     type='CustomDataset', data_root={str(tmp_path / 'data')!r},
     pipeline=[dict(type='LoadImageFromFile'), dict(type='RandomCrop', crop_size=8),
               dict(type='PackInputs')]))
+# distortions are measured through the (deterministic) test pipeline
+test_dataloader = dict(dataset=dict(
+    type='CustomDataset', data_root={str(tmp_path / 'data')!r},
+    pipeline=[dict(type='LoadImageFromFile'), dict(type='CenterCrop', crop_size=8),
+              dict(type='PackInputs')]))
 """)
     import runpy
     import sys

@@ -100,7 +100,7 @@ def test_knapsack_instance_matches_brute_force(tmp_path):
     path = write_distortion(str(tmp_path / 'd'), sites, values, candidates)
     per_channel = [(s, c) for s in sites for c in range(s.channels)]
     for budget in (3, 5, 8, 12):
-        spec = solve_budget(path, budget, 'exact')
+        spec = solve_budget(path, f'drelus={budget}', 'exact')
         best = np.inf
         options = [range(len(candidates[(s.height, s.width)])) for s, _ in per_channel]
         for choice in itertools.product(*options):
@@ -134,7 +134,7 @@ def test_uniform_picks_the_smallest_patch_that_fits(sketch_dir):
 
 
 def test_absolute_budget(sketch_dir):
-    spec = solve_budget(sketch_dir, 300, 'exact')
+    spec = solve_budget(sketch_dir, 'drelus=300', 'exact')
     assert spec.metadata['budget_drelus'] == 300 and spec.metadata['drelus'] <= 300
     assert budget_drelus(1, 4352) == 4352  # 1 is the fraction 100 %
 
@@ -220,13 +220,13 @@ def test_solve_tool_and_plots(sketch_dir, tmp_path):
     out, plots = tmp_path / 'spec.json', tmp_path / 'plots'
     argv = sys.argv
     try:
-        sys.argv = ['solve_budget.py', '--distortion', sketch_dir, '--budget', '300',
+        sys.argv = ['solve_budget.py', '--distortion', sketch_dir, '--budget', 'drelus=300',
                     '--out', str(out), '--solver', 'dense', '--plots', str(plots)]
         runpy.run_path(os.path.join(TOOLS, 'solve_budget.py'), run_name='__main__')
     finally:
         sys.argv = argv
     spec = BlockReLUSpec.load(str(out))
-    assert spec.metadata['budget'] == 300 and spec.metadata['solver'] == 'dense'
+    assert spec.metadata['budget'] == 'drelus=300' and spec.metadata['solver'] == 'dense'
     for name in ('distortion_curves.png', 'patch_sizes.png'):
         with open(plots / name, 'rb') as f:
             assert f.read(8) == b'\x89PNG\r\n\x1a\n'

@@ -21,7 +21,8 @@ from block_relu_plugin.mpc.costmodel import program_costs
 
 class Resize(nn.Module):
     def forward(self, x):
-        return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
+        # (bilinear resizes compile; an antialiased one does not)
+        return F.interpolate(x, size=(5, 5), mode='bilinear', antialias=True)
 
 
 class Scale(nn.Module):
@@ -47,7 +48,7 @@ class TwoUses(nn.Module):
     (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6()), '1', 'ReLU6'),
     (nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1)), '0', 'BatchNorm2d'),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.LayerNorm([4, 32, 32])), '1', 'LayerNorm'),
-    (nn.Sequential(nn.Conv2d(3, 4, 1), Resize()), '1', 'Resize'),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), Resize()), '1', 'antialias'),
     (nn.Sequential(nn.Conv2d(3, 4, 1), Scale()), '1', 'mul'),
     (TwoUses(), 'bn', 'BatchNorm2d'),
 ])
@@ -169,7 +170,7 @@ def test_segmentor_structure_any_size():
     prog = compile_model(with_spec(deeplab_r18v1c(), 32, every=2), with_weights=False)
     assert prog.task == 'segmentation'
     assert not any(label.startswith('auxiliary_head') for label, _ in prog.sites())
-    # the ASPP image-pool resize becomes replication, at any input size
+    # the ASPP image-pool resize is a local resize, at any input size
     for size in ((32, 32), (48, 40)):
         rep = program_costs(prog, (1, 3) + size)
         assert 'decode_head.image_pool.1.conv' in rep.layers

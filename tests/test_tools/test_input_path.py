@@ -187,3 +187,28 @@ def test_stock_test_subset_indices():
         subset_indices({'indices': 2}, [2])
     with pytest.raises(ValueError, match='negative'):
         subset_indices({}, [-1])
+
+
+def test_distortion_samples_use_a_deterministic_test_style_pipeline():
+    """Distortion samples: training images through the test pipeline (no random
+    crop or flip), the same whatever the seed for the same index; an explicit
+    ``distortion_pipeline`` wins; wrappers (ConcatDataset) get it too."""
+    from block_relu_plugin.budget.distortion import distortion_dataset
+    cfg = load_config(FASHION)
+    cfg.train_dataloader.dataset.num_samples = 200
+    assert any(s['type'] == 'RandomFlip' for s in cfg.train_dataloader.dataset.pipeline)
+    model = build_plain_model(cfg)
+    a, ia = load_samples(cfg, model, 40, seed=0, shape=(32, 32))
+    b, ib = load_samples(cfg, model, 40, seed=1, shape=(32, 32))
+    common = sorted(set(ia) & set(ib))
+    assert common, 'seeds drew disjoint samples; use more'
+    for i in common:  # augmentation would differ between the two seeds
+        torch.testing.assert_close(a[ia.index(i)], b[ib.index(i)], rtol=0, atol=0)
+    assert distortion_dataset(cfg)['pipeline'] == list(cfg.test_dataloader.dataset.pipeline)
+    cfg.distortion_pipeline = [dict(type='Resize', scale=(16, 16)), dict(type='PackInputs')]
+    c, _ = load_samples(cfg, model, 3, seed=0, shape=(16, 16))
+    assert c.shape == (3, 3, 16, 16)
+    wrapped = dict(type='ConcatDataset', datasets=[dict(cfg.train_dataloader.dataset)] * 2)
+    cfg.train_dataloader.dataset = wrapped
+    out = distortion_dataset(cfg)
+    assert all(d['pipeline'] == cfg.distortion_pipeline for d in out['datasets'])
