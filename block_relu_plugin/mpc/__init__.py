@@ -7,6 +7,9 @@ Semi-honest, one corruption, no collusion. Values are additive shares over
 Z_{2^64} (torch int64 with wrap-around) between client (share 0) and server
 (share 1), fixed point with ``frac_bits`` = 12 by default.
 
+What every party receives in every protocol, and why it learns nothing from
+it, is in ``SECURITY.md`` beside this file; the code follows that text.
+
 Modules: :mod:`.ring` (arithmetic, exact fast ``ring_conv2d``/``ring_linear``),
 :mod:`.prf` (AES-CTR streams), :mod:`.transport` (mutual TLS 1.3, framing,
 the byte meter), :mod:`.certs` (CA + party certificates), :mod:`.session`
@@ -24,7 +27,8 @@ Session and passes
 ------------------
 ``open_session(role, config) -> Session`` (``config``: JSON path or dict with
 ``cert_dir``, ``client``/``server``/``helper`` ``{host, port}``, ``timeout``,
-``frac_bits``); ``LocalCluster()`` / ``run_local(fn, args)`` start all three
+``connect_timeout``, ``handshake_timeout``, ``max_frame_bytes``,
+``max_queued_bytes``, ``frac_bits``); ``LocalCluster()`` / ``run_local(fn, args)`` start all three
 on 127.0.0.1 (``cluster.run(fn, {role: args})`` calls ``fn(sess, *args)`` in
 each party process, ``fn`` must be importable). ``Session`` attributes:
 ``role``, ``frac_bits``, ``meter`` (every message: peer, direction, payload

@@ -53,24 +53,46 @@ def run_party(sess, program: SecureProgram, batches: Sequence,
     """
     if num_threads:
         torch.set_num_threads(num_threads)
-    # unlabelled messages are the session key agreement (every protocol call is labelled)
-    handshake = [r for r in sess.meter.since(0) if r.label == '']
-    out: Dict[str, Any] = {'logits': [], 'times': [], 'records': [],
-                           'handshake': [tuple(r) for r in handshake]}
-    for batch in batches:
-        shape = tuple(batch.shape) if isinstance(batch, Tensor) else tuple(batch)
-        mark = sess.meter.mark()
-        t0 = time.perf_counter()
-        with sess.offline():
-            program(sess, shape)
-        t1 = time.perf_counter()
-        with sess.online():
-            logits = program(sess, batch if sess.role == 'client' else shape)
-        t2 = time.perf_counter()
-        out['logits'].append(logits)
-        out['times'].append((t1 - t0, t2 - t1))
-        out['records'].append([tuple(r) for r in sess.meter.since(mark)])
+    # No message of the program is larger than its layer's bytes in one direction, so a
+    # peer's frame header claiming more is refused before anything is allocated. (The
+    # connections outlive the run: the limit is this program's only while it runs.)
+    limit = max_message_bytes(program, [tuple(b.shape) if isinstance(b, Tensor) else tuple(b)
+                                        for b in batches])
+    for conn in sess.conns.values():
+        conn.max_frame = min(conn.max_frame_cap, limit)
+    try:
+        # unlabelled messages are the session key agreement (every protocol call is labelled)
+        handshake = [r for r in sess.meter.since(0) if r.label == '']
+        out: Dict[str, Any] = {'logits': [], 'times': [], 'records': [],
+                               'handshake': [tuple(r) for r in handshake]}
+        for batch in batches:
+            shape = tuple(batch.shape) if isinstance(batch, Tensor) else tuple(batch)
+            mark = sess.meter.mark()
+            t0 = time.perf_counter()
+            with sess.offline():
+                program(sess, shape)
+            t1 = time.perf_counter()
+            with sess.online():
+                logits = program(sess, batch if sess.role == 'client' else shape)
+            t2 = time.perf_counter()
+            out['logits'].append(logits)
+            out['times'].append((t1 - t0, t2 - t1))
+            out['records'].append([tuple(r) for r in sess.meter.since(mark)])
+    finally:
+        for conn in sess.conns.values():
+            conn.max_frame = conn.max_frame_cap
     return out
+
+
+def max_message_bytes(program: SecureProgram, shapes: Sequence[tuple]) -> int:
+    """An upper bound on any one message of ``program`` on these batch shapes: the
+    largest per-layer byte count of one (phase, sender, receiver) in the cost model."""
+    from .costmodel import program_costs
+    most = 0
+    for shape in set(shapes):
+        for c in program_costs(program, shape).layers.values():
+            most = max([most] + list(c.parts.values()))
+    return most
 
 
 def measured_costs(records_by_role: Dict[str, Iterable[tuple]]) -> Dict[str, _cost.Cost]:

@@ -153,7 +153,9 @@ def test_resnet_cifar_block_relu(net_cluster, bits):
     res = secure_inference(model, images=_images(2, 16), labels=[0, 1], bits=bits,
                            batch_size=2, cluster=net_cluster,
                            calibration_images=_images(16, 16, seed=9) if bits < 64 else None)
-    check_agreement(res, 0.01, flip_tol=0.25)
+    # 16 bits: each site's shift keeps 4x its calibrated range, so values within
+    # 2^shift ulp of 0 (up to 8 ulp here) may take either sign: more near-tie flips
+    check_agreement(res, 0.01, flip_tol=0.25 if bits == 64 else 0.5)
     check_bytes(res)
     assert res['bytes']['session'] > 0  # masked weights, once
     assert res['time']['online_per_image'] > 0

@@ -22,6 +22,8 @@ sums and the ratios of the two vectors it gets), must then be
 no multiplier, no permutation in PrivateCompare; no re-randomisation after a
 product) each fail here.
 """
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -41,18 +43,29 @@ INPUTS = {
 }
 W = torch.randint(-2**12, 2**12, (4, 4, 3, 3), generator=torch.Generator().manual_seed(1))
 FC = torch.randint(-2**12, 2**12, (10, 256), generator=torch.Generator().manual_seed(2))
+# the client's secret is the weights: its views are compared for two weight sets
+WEIGHTS = {'w1': (W, FC), 'w2': (-3 * W + 7, 5 * FC - 1)}
+_WEIGHTS = {'w': WEIGHTS['w1']}  # the weights the programs use (set per collection)
 SIZES = [[2, 2], [1, 1], [0, 1], [4, 8]]
 
 
-def _w(sess, w):
+def _w(sess, i):
+    w = _WEIGHTS['w'][i]
     return w if sess.role == 'server' else tuple(w.shape)
+
+
+def _two_mults(sess, xs):
+    """x * x and x * 2x: two products of one run (a re-randomiser shared by
+    them would make the server's output shares differ by x^2)."""
+    return torch.stack([P.mult(sess, xs, xs), P.mult(sess, xs, xs + xs)])
 
 
 BODIES = {
     'share_input': lambda s, x: V.share(s, x),
-    'conv2d': lambda s, x: P.conv2d(s, V.share(s, x), _w(s, W), None, padding=1, key='v'),
-    'linear': lambda s, x: P.linear(s, V.share(s, x).reshape(1, -1), _w(s, FC), None,
+    'conv2d': lambda s, x: P.conv2d(s, V.share(s, x), _w(s, 0), None, padding=1, key='v'),
+    'linear': lambda s, x: P.linear(s, V.share(s, x).reshape(1, -1), _w(s, 1), None,
                                     key='fc'),
+    'two_mults': lambda s, x: _two_mults(s, V.share(s, x)),
     'mult': lambda s, x: P.mult(s, V.share(s, x), V.share(s, x)),
     'drelu': lambda s, x: P.drelu(s, V.share(s, x)),
     'drelu16': lambda s, x: P.drelu(s, V.share(s, x), bits=16, shift=2),
@@ -69,11 +82,18 @@ COMPARING = {'drelu', 'drelu16', 'relu', 'share_convert', 'drelu_securenn', 'blo
 
 
 def _program(name):
+    """Two inferences in one session (inputs ``x``, then ``x2``), so that masks
+    reused across runs show up in the view; returns both output shares."""
     body = BODIES[name]
 
-    def program(sess, x):
-        return V.output_share(sess, V.passes(sess, body, x))
+    def program(sess, x, x2):
+        outs = [V.output_share(sess, V.passes(sess, body, v)) for v in (x, x2)]
+        return None if outs[0] is None else np.stack(outs)
     return program
+
+
+def _second(inp):
+    return INPUTS['zero' if inp == 'mixed' else 'mixed']
 
 
 @pytest.fixture(scope='module')
@@ -83,21 +103,26 @@ def trio():
     t.close()
 
 
-def collect(trio, adversary, names=tuple(BODIES), inputs=tuple(INPUTS), trials=TRIALS):
-    """``{name: {input: [(view, output share) per trial]}}`` of ``adversary``,
-    whose keys are the same in every trial."""
+def collect(trio, adversary, names=tuple(BODIES), inputs=tuple(INPUTS), trials=TRIALS,
+            weights=('w1',)):
+    """``{name: {secret: [(view, output shares) per trial]}}`` of ``adversary``,
+    whose keys are the same in every trial. The secret is the client's input
+    (``inputs``) or, for the client, the server's weights (``weights``)."""
     fixed = V.fresh_keys()
     out = {}
     for name in names:
         out[name] = {}
         for inp in inputs:
-            x = INPUTS[inp]
-            runs = []
-            for _ in range(trials):
-                keys = V.keys_fixed_for(adversary, fixed)
-                res = trio.run(_program(name), keys, {r: (x,) for r in V.ROLES})
-                runs.append(res[adversary])
-            out[name][inp] = runs
+            for w in weights:
+                _WEIGHTS['w'] = WEIGHTS[w]
+                x = INPUTS[inp]
+                runs = []
+                for _ in range(trials):
+                    keys = V.keys_fixed_for(adversary, fixed)
+                    res = trio.run(_program(name), keys, {r: (x, _second(inp)) for r in V.ROLES})
+                    runs.append(res[adversary])
+                out[name][inp if len(weights) == 1 else w] = runs
+    _WEIGHTS['w'] = WEIGHTS['w1']
     return out
 
 
@@ -109,6 +134,13 @@ def server_views(trio):
 @pytest.fixture(scope='module')
 def helper_views(trio):
     return collect(trio, 'helper', names=tuple(sorted(COMPARING)))
+
+
+@pytest.fixture(scope='module')
+def client_views(trio):
+    """The client knows its input; what it must not learn is the weights, and
+    the helper's and server's randomness (which would open activations)."""
+    return collect(trio, 'client', inputs=('mixed',), weights=('w1', 'w2'))
 
 
 def _views(request, who):
@@ -129,7 +161,7 @@ def _derived(who, view, out):
     its output share; the helper's PrivateCompare sums and ratio vectors, and
     the sum of ShareConvert's two masked shares."""
     d = []
-    if out is not None:
+    if out is not None and who != 'client':  # the client's shares are key-derived by design
         d.append(('output share', out.reshape(-1, 1)))
     if who == 'helper':
         for c, s in V.pc_pairs(view):
@@ -144,19 +176,21 @@ def _derived(who, view, out):
     return d
 
 
-@pytest.mark.parametrize('who', ['server', 'helper'])
+@pytest.mark.parametrize('who', ['server', 'helper', 'client'])
 def test_view_shapes_do_not_depend_on_input(request, who):
     for name, by_input in _views(request, who).items():
         shapes = {inp: [[(p, ph, a.shape, a.dtype.str) for p, ph, a in v] for v, _ in runs]
                   for inp, runs in by_input.items()}
         first = next(iter(shapes.values()))[0]
-        assert first, f'{name}: {who} received nothing'
+        if not first:
+            continue
+        assert first or who == 'client', f'{name}: {who} received nothing'
         for inp, per_trial in shapes.items():
             for s in per_trial:
                 assert s == first, (name, inp)
 
 
-@pytest.mark.parametrize('who', ['server', 'helper'])
+@pytest.mark.parametrize('who', ['server', 'helper', 'client'])
 def test_view_is_fresh_under_fixed_keys(request, who):
     """Nothing the party receives or derives repeats across trials: under its
     fixed keys, every value is masked by randomness it does not hold."""
@@ -176,7 +210,7 @@ def test_view_is_fresh_under_fixed_keys(request, who):
                     f'under fixed keys ({same:.0%}): it is a function of the input'
 
 
-@pytest.mark.parametrize('who', ['server', 'helper'])
+@pytest.mark.parametrize('who', ['server', 'helper', 'client'])
 def test_view_is_uniform_and_input_independent(request, who):
     """Received ring elements and Z_67 values are uniform for every input, and
     their distribution (and that of the party's output shares, which after a
@@ -248,6 +282,73 @@ def test_helper_private_compare_outputs(helper_views):
                 assert stat < V.chi2_limit(dof), (name, inp, 'nonzero sums vs first input')
 
 
-def test_views_cover_every_interactive_protocol(server_views, helper_views):
-    assert set(server_views) == set(BODIES)
+def _ring_values_of(view, out) -> list:
+    """Every ring element the party holds from a trial: received arrays and its
+    output shares (of both runs), flattened."""
+    vals = [a.reshape(-1) for a in V.ring_arrays(view)]
+    if out is not None:
+        vals += [o.reshape(-1).astype(np.int64) for o in out.reshape(out.shape[0], -1)] \
+            if out.ndim > 1 else [out.astype(np.int64)]
+    return vals
+
+
+def _leaks(a1, a2, b1) -> bool:
+    """A value the party computes depends on the secret: it agrees between two
+    trials of one secret (fresh randomness elsewhere) clearly more often than
+    between trials of two secrets. (A relation that holds whatever the secret,
+    such as a received share equal to the output share, agrees as often both
+    ways; with 256 elements the two rates differ by about 0.03 by chance.)"""
+    return (a1 == a2).mean() - (a1 == b1).mean() > 0.25
+
+
+def _combinations(k: int):
+    """Index/sign tuples of every +-1 combination of 2 or 3 of k arrays."""
+    for i, j in itertools.combinations(range(k), 2):
+        yield ((i, 1), (j, 1))
+        yield ((i, 1), (j, -1))
+    for idx in itertools.combinations(range(k), 3):
+        for signs in itertools.product((1, -1), repeat=2):
+            yield ((idx[0], 1), (idx[1], signs[0]), (idx[2], signs[1]))
+
+
+def _pairs_of_secrets(who, by_secret):
+    keys = list(by_secret)
+    return [(keys[0], keys[1])] if who == 'client' else [('zero', 'mixed'),
+                                                        ('large_pos', 'large_neg')]
+
+
+@pytest.mark.parametrize('who', ['server', 'helper', 'client'])
+def test_no_combination_of_the_view_is_a_function_of_the_secret(request, who):
+    """No sum or difference of two or three equal-length arrays the party holds
+    (messages of both runs, output shares), and no difference between
+    elements of one array, is fixed by the secret (input, or the client's
+    weights): a mask reused across runs, across products, across elements or
+    between two messages would make one so."""
+    for name, by_secret in _views(request, who).items():
+        for sa, sb in _pairs_of_secrets(who, by_secret):
+            (va1, oa1), (va2, oa2) = by_secret[sa][:2]
+            vb1, ob1 = by_secret[sb][0]
+            a1, a2, b1 = (_ring_values_of(v, o) for v, o in ((va1, oa1), (va2, oa2), (vb1, ob1)))
+            for n in {len(x) for x in a1}:
+                idx = [i for i, x in enumerate(a1) if len(x) == n][:14]
+                for combo in _combinations(len(idx)):
+                    def value(vals, combo=combo):
+                        return sum(sg * vals[idx[i]] for i, sg in combo)
+                    va1, va2, vb1 = value(a1), value(a2), value(b1)
+                    assert not _leaks(va1, va2, vb1), \
+                        f'{name}: {who} holds a combination {combo} of its arrays of ' \
+                        f'length {n} that is fixed by the secret ({sa} vs {sb})'
+                    if n > 1:  # e.g. an opening a + r with one r for all elements
+                        assert not _leaks(*(v[1:] - v[:-1] for v in (va1, va2, vb1))), \
+                            f'{name}: {who}\'s combination {combo} of its arrays of length ' \
+                            f'{n} has element differences fixed by the secret ({sa} vs {sb})'
+            for i, (x1, x2, y1) in enumerate(zip(a1, a2, b1)):
+                if len(x1) > 1:
+                    d = [v[1:] - v[:-1] for v in (x1, x2, y1)]  # neighbours
+                    assert not _leaks(*d), f'{name}: {who}\'s array {i} has element ' \
+                        f'differences fixed by the secret ({sa} vs {sb}): a mask shared by elements'
+
+
+def test_views_cover_every_interactive_protocol(server_views, helper_views, client_views):
+    assert set(server_views) == set(BODIES) == set(client_views)
     assert set(helper_views) == COMPARING
