@@ -98,3 +98,31 @@ def set_default_input_size(cfg):
             brc['input_size'] = list(default_input_size(cfg))
             model['block_relu_cfg'] = brc
     return cfg
+
+
+class BlockReLUModelMixin:
+    """The constructor both codebases' Block-ReLU model types share: build the
+    upstream model, apply ``block_relu_cfg``, and hold a distillation teacher
+    when ``distill_cfg`` is given (see :mod:`.distill`). Put it first in the
+    bases: ``class BlockReLUImageClassifier(BlockReLUModelMixin, ImageClassifier)``.
+    """
+
+    def __init__(self, *args, block_relu_cfg=None, distill_cfg=None, **kwargs):
+        import copy
+        import functools
+
+        from .distill import Distiller, check_distill_cfg, teacher_block_relu_cfg
+        distill_cfg = check_distill_cfg(distill_cfg)
+        # Copied before the base class edits them (it fills in defaults in place).
+        teacher_args = copy.deepcopy((args, kwargs)) if distill_cfg else None
+        super().__init__(*args, **kwargs)
+        self.block_relu_cfg = block_relu_cfg
+        apply_block_relu_cfg(self, block_relu_cfg)
+        # A plain object, not a submodule: the teacher stays out of parameters(),
+        # the optimizer and state_dict().
+        self.distiller = None
+        if distill_cfg:
+            targs, tkwargs = teacher_args
+            tbrc = teacher_block_relu_cfg(block_relu_cfg)
+            self.distiller = Distiller(distill_cfg, functools.partial(
+                type(self), *targs, block_relu_cfg=tbrc, **tkwargs))

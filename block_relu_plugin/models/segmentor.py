@@ -1,18 +1,14 @@
-import copy
-import functools
-
 import torch
 import torch.nn.functional as F
 from mmseg.models import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
 
-from .block_relu_cfg import apply_block_relu_cfg
-from .distill import Distiller, check_distill_cfg, teacher_block_relu_cfg
+from .block_relu_cfg import BlockReLUModelMixin
 
 
 @MODELS.register_module()
-class BlockReLUEncoderDecoder(EncoderDecoder):
+class BlockReLUEncoderDecoder(BlockReLUModelMixin, EncoderDecoder):
     """mmseg ``EncoderDecoder`` converted to Block-ReLU while it is built.
 
     Args:
@@ -26,22 +22,6 @@ class BlockReLUEncoderDecoder(EncoderDecoder):
     auxiliary head only serves training and keeps its ReLUs. The state-dict
     layout equals the plain segmentor's (with or without ``distill_cfg``).
     """
-
-    def __init__(self, *args, block_relu_cfg=None, distill_cfg=None, **kwargs):
-        distill_cfg = check_distill_cfg(distill_cfg)
-        # Copied before the base class edits them (it fills in defaults in place).
-        teacher_args = copy.deepcopy((args, kwargs)) if distill_cfg else None
-        super().__init__(*args, **kwargs)
-        self.block_relu_cfg = block_relu_cfg
-        apply_block_relu_cfg(self, block_relu_cfg)
-        # A plain object, not a submodule: the teacher stays out of parameters(),
-        # the optimizer and state_dict().
-        self.distiller = None
-        if distill_cfg:
-            targs, tkwargs = teacher_args
-            tbrc = teacher_block_relu_cfg(block_relu_cfg)
-            self.distiller = Distiller(distill_cfg, functools.partial(
-                BlockReLUEncoderDecoder, *targs, block_relu_cfg=tbrc, **tkwargs))
 
     def loss(self, inputs, data_samples):
         if self.distiller is None:

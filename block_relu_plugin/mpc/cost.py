@@ -16,9 +16,8 @@ returns a :class:`Cost`; a compiler sums them over a network
 (``sum(costs, Cost())``). Block-ReLU counts come from
 :func:`block_relu_plugin.layers.block_relu.num_drelus`.
 """
-import math
 from collections import defaultdict
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 

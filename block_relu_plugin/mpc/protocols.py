@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..layers.block_relu import _Plan, check_block_sizes, num_drelus
+from ..layers.block_relu import _Plan, check_block_sizes
 from .prf import P
 from .ring import (DTYPE, _im2col, _pair, bits_msb_first, conv_out_shape, encode, msb,
                    odd_add, odd_reduce, odd_sub, ring_conv2d, ring_linear, ult, wrap)

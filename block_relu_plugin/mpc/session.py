@@ -16,7 +16,6 @@ pass, so a call's PRF streams ``(run, op, tag)`` are the same in both passes
 and at every party. The i-th online pass uses the material of the i-th
 offline pass, so the helper may run several offline passes ahead.
 """
-import os
 from contextlib import contextmanager
 from typing import Dict, Optional
 
