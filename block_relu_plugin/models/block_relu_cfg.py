@@ -126,3 +126,9 @@ class BlockReLUModelMixin:
             tbrc = teacher_block_relu_cfg(block_relu_cfg)
             self.distiller = Distiller(distill_cfg, functools.partial(
                 type(self), *targs, block_relu_cfg=tbrc, **tkwargs))
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if getattr(self, 'distiller', None) is not None:
+            self.distiller.apply(fn)  # .to() / .cuda() / .half() move the teacher too
+        return self

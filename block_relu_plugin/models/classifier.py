@@ -30,9 +30,3 @@ class BlockReLUImageClassifier(BlockReLUModelMixin, ImageClassifier):
             teacher_logits = teacher.head(teacher.extract_feat(inputs))
         losses['loss_distill'] = self.distiller.loss(logits, teacher_logits)
         return losses
-
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        if getattr(self, 'distiller', None) is not None:
-            self.distiller.apply(fn)  # .to() / .cuda() / .half() move the teacher too
-        return self

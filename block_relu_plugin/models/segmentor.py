@@ -47,9 +47,3 @@ class BlockReLUEncoderDecoder(BlockReLUModelMixin, EncoderDecoder):
         valid = labels != ignore if ignore is not None else None
         losses['loss_distill'] = self.distiller.loss(logits, teacher_logits, valid)
         return losses
-
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        if getattr(self, 'distiller', None) is not None:
-            self.distiller.apply(fn)  # .to() / .cuda() / .half() move the teacher too
-        return self
