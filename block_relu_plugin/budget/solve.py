@@ -7,7 +7,8 @@ under the budget. A candidate's cost is an integer in the budget's unit
 (:meth:`.budget_spec.Budget.channel_costs`): DReLUs for a fraction or a DReLU
 count, bytes per image (from the MPC cost model) for a byte budget.
 ``uniform`` is the baseline: one patch size for every channel of every site,
-the smallest that meets the budget.
+the smallest that meets the budget (:func:`solve_uniform_at_least` rounds up
+instead, for comparisons at an equal or larger DReLU count).
 """
 import os
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -98,6 +99,43 @@ def solve_uniform(sites: Sequence[ReLUSite], budget: int, cost: ChannelCost = dr
             return size, total
     raise BudgetError(f'budget {budget:,} {unit} is infeasible for a uniform patch size: '
                       f'one patch per channel already costs {total:,}')
+
+
+def solve_uniform_at_least(distortion: Union[str, Distortion], drelus: int) -> BlockReLUSpec:
+    """The uniform baseline for a comparison: the largest patch whose DReLUs are ``>= drelus``.
+
+    ``solve_budget(..., 'uniform')`` rounds down to the budget, so a uniform
+    row would use fewer DReLUs than the knapsack spec it is compared with and
+    part of the knapsack's lead would be budget. This rounds up instead.
+
+    Raises:
+        BudgetError: if even 1x1 patches (all ReLU) give fewer than ``drelus``.
+    """
+    if not isinstance(distortion, Distortion):
+        distortion = load_distortion(distortion)
+    sites = distortion.sites
+    best = None
+    for size in uniform_patches(max([max(s.height, s.width) for s in sites], default=1)):
+        total = int(sum(s.channels * int(drelu_cost(s, np.array([size]))[0]) for s in sites))
+        if total < drelus:
+            break
+        best = size
+    if best is None:
+        raise BudgetError(f'no uniform patch size has >= {drelus:,} DReLUs '
+                          f'(all ReLU has {count_relus(sites):,})')
+    spec = BlockReLUSpec.uniform(sites, best)
+    spec.metadata.update(solver='uniform', method=f'uniform {best}, at least {drelus:,} DReLUs',
+                         budget_drelus_at_least=int(drelus),
+                         objective=_uniform_objective(distortion, best), lower_bound=None,
+                         optimal=False, distortion_method=distortion.manifest['method'],
+                         distortion_dir=os.path.abspath(distortion.path),
+                         distortion_sha256=distortion_fingerprint(distortion.path),
+                         num_samples=distortion.manifest['num_samples'],
+                         input_size=distortion.manifest['input_size'],
+                         config=distortion.manifest['model'].get('config'),
+                         checkpoint=distortion.manifest['model'].get('checkpoint'))
+    spec.describe(sites)
+    return spec
 
 
 def knapsack_instance(distortion: Distortion, cost: ChannelCost = drelu_cost):

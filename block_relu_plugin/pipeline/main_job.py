@@ -30,7 +30,9 @@ class Task:
         baseline_cfg: Config overrides for the baseline training.
         finetune_cfg: Config overrides for the Block-ReLU finetunes.
         budgets: DReLU budgets (fractions of the ReLU count).
-        solvers: ``exact`` (knapsack) and/or ``uniform``.
+        solvers: ``exact`` (knapsack) and/or ``uniform``; with both, each
+            uniform spec has at least the knapsack's DReLUs at its budget
+            (:func:`.solve.solve_uniform_at_least`), else at most the budget.
         distortion_method: ``sketch`` or ``exact``.
         num_samples: Training samples for the distortion.
         secure_images: Test images run under secure inference for the knapsack
@@ -213,17 +215,23 @@ def run_main_job(task: Task, work_dir: str, num_threads: Optional[int] = None) -
     dist = stages.run('distortion', distortion)
 
     def specs(d):
-        from ..budget.solve import solve_budget
+        from ..budget.solve import solve_budget, solve_uniform_at_least
         out = {}
-        for solver in task.solvers:
+        # knapsack first: each uniform row takes at least the knapsack's DReLUs at its budget,
+        # so the comparison never favours the knapsack by budget
+        for solver in sorted(task.solvers, key=lambda s: s != 'exact'):
             for budget in task.budgets:
-                spec = solve_budget(dist['dir'], budget, solver)
+                knapsack = out.get(f'exact_{budget:g}')
+                if solver == 'uniform' and knapsack is not None:
+                    spec = solve_uniform_at_least(dist['dir'], knapsack['drelus'])
+                else:
+                    spec = solve_budget(dist['dir'], budget, solver)
                 path = os.path.join(d, f'{solver}_{budget:g}.json')
                 spec.save(path)
                 out[f'{solver}_{budget:g}'] = dict(path=path, **{
-                    k: spec.metadata.get(k) for k in ('drelus', 'relus', 'objective', 'solver')})
+                    k: spec.metadata.get(k) for k in ('drelus', 'relus', 'objective', 'solver', 'method')})
         return out
-    spec_files = stages.run('specs', specs)
+    spec_files = stages.run('specs', specs, params=dict(uniform='at_least_knapsack'))
 
     finetuned = {}
     for key, info in spec_files.items():
@@ -235,7 +243,7 @@ def run_main_job(task: Task, work_dir: str, num_threads: Optional[int] = None) -
             f'finetune_{key}', lambda d, info=info, o=overrides: train_and_test(
                 task.config, d, o, task.metric, load_from=base['checkpoint'],
                 spec=info['path']),
-            params=dict(distill=task.distill))
+            params=dict(distill=task.distill, drelus=info['drelus']))
 
     def secure(d):
         from ..mpc.infer import load_test_inputs

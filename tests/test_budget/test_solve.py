@@ -15,7 +15,7 @@ from block_relu_plugin.budget.distortion import (build_manifest, extract_distort
                                                  load_distortion, save_array)
 from block_relu_plugin.budget.knapsack import BudgetError
 from block_relu_plugin.budget.solve import (budget_drelus, cached_budget_spec, solve_budget,
-                                            uniform_patches)
+                                            solve_uniform_at_least, uniform_patches)
 from block_relu_plugin.conversion import ReLUSite
 from block_relu_plugin.layers.block_relu import num_drelus
 from block_relu_plugin.spec import drelu_report
@@ -131,6 +131,24 @@ def test_uniform_picks_the_smallest_patch_that_fits(sketch_dir):
         distortion.values[s.name][:, np.flatnonzero(
             (distortion.candidates[s.name] == (min(size[0], s.height), min(size[1], s.width)))
             .all(1))[0]].sum() for s in sites))
+
+
+def test_uniform_at_least_rounds_up(sketch_dir):
+    """The comparison baseline: the largest uniform patch with >= n DReLUs, counted directly."""
+    distortion = load_distortion(sketch_dir)
+    sites = distortion.sites
+    order = uniform_patches(SIDE)
+    cost = [sum(s.channels * int(num_drelus(p, s.height, s.width)) for s in sites) for p in order]
+    for n in (1, 300, 1000, cost[3], cost[3] + 1, 4352):
+        spec = solve_uniform_at_least(distortion, n)
+        sizes = {tuple(b) for s in spec.sites.values() for b in s}
+        assert len(sizes) == 1
+        index = order.index(sizes.pop())
+        assert spec.metadata['drelus'] == cost[index] >= n
+        assert index == len(order) - 1 or cost[index + 1] < n  # the next larger patch has fewer
+    assert solve_uniform_at_least(distortion, cost[3]).metadata['drelus'] == cost[3]
+    with pytest.raises(BudgetError, match='4,353'):
+        solve_uniform_at_least(distortion, 4353)
 
 
 def test_absolute_budget(sketch_dir):
