@@ -111,7 +111,7 @@ class Distiller:
         return float(self.cfg['weight'])
 
     def get_teacher(self, like: Tensor) -> nn.Module:
-        """The teacher on ``like``'s device, built and loaded on first use."""
+        """The teacher on ``like``'s device (and floating dtype), built and loaded on first use."""
         if self.teacher is None:
             from mmengine.runner import load_checkpoint
             teacher = self._build()
@@ -119,8 +119,12 @@ class Distiller:
                             strict=True, logger='current')
             teacher.requires_grad_(False)
             self.teacher = teacher.eval()
-        if self._device(self.teacher) != like.device:
-            self.teacher.to(like.device)
+        p = next(self.teacher.parameters(), None)
+        if p is not None and (p.device != like.device
+                              or (like.is_floating_point() and p.dtype != like.dtype)):
+            # a student made .double() (or .half()) before the teacher existed gets a teacher
+            # of its own precision
+            self.teacher.to(like.device, like.dtype if like.is_floating_point() else None)
         return self.teacher
 
     def apply(self, fn):
@@ -132,8 +136,3 @@ class Distiller:
              valid: Optional[Tensor] = None) -> Tensor:
         return self.weight * kd_loss(student_logits, teacher_logits, self.temperature, valid)
 
-    @staticmethod
-    def _device(module: nn.Module) -> torch.device:
-        for p in module.parameters():
-            return p.device
-        return torch.device('cpu')

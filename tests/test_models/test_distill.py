@@ -182,6 +182,15 @@ def test_teacher_frozen_over_train_step(setup):
     assert all(p.dtype == torch.float64 for p in t.parameters())
 
 
+def test_teacher_takes_the_precision_of_a_student_made_double_before_it_existed(setup):
+    codebase, teacher, student, _ = setup
+    student.double().train()
+    data = student.data_preprocessor(_batch(codebase), training=True)
+    losses = student.loss(data['inputs'].double(), data['data_samples'])
+    assert all(p.dtype == torch.float64 for p in student.distiller.teacher.parameters())
+    assert losses['loss_distill'] > 0
+
+
 def test_student_checkpoint_has_the_plain_layout(setup):
     codebase, teacher, student, ckpt = setup
     student.train_step(_batch(codebase), _sgd(student))  # the teacher is built now

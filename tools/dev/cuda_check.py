@@ -9,6 +9,8 @@
    width 16) converted with a random Block-ReLU spec holding every kind of code,
    two SGD steps in float64 (strict) and float32 (TF32 off), plus a bf16
    autocast step on the device (finite, near the float32 loss).
+   A distilled training step (float64): ``loss_distill`` equal to the CPU's, the
+   teacher built on the device, frozen, unchanged, and moved back by ``.to()``.
 3. Sketch distortion of that network (float64 strict, float32 by rank agreement)
    and exact distortion of a small slice (float64).
 
@@ -332,6 +334,47 @@ def check_training(rep, device, tmpdir, rng, steps=2):
             finite and dl <= 0.05, f'losses {["%.4f" % v for v in lb]}, finite {finite}')
 
 
+def check_distill(rep, device, tmpdir, rng):
+    """A distilled Block-ReLU training step on the device against the CPU (float64).
+
+    The teacher is built on the first loss on the student's device, frozen, and
+    moved by ``.to()``; its weights must not change and ``loss_distill`` must
+    equal the CPU's.
+    """
+    spec_path, _ = random_spec(tmpdir, rng)
+    teacher_path = os.path.join(tmpdir, 'teacher.pth')
+    torch.save(dict(state_dict=build_model(seed=1).state_dict()), teacher_path)
+    cfg = model_cfg(spec_path)
+    cfg['distill_cfg'] = dict(teacher_checkpoint=teacher_path, temperature=4.0, weight=1.0)
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(0)
+    base = MODELS.build(cfg).double()
+    x, samples = data_batch()
+    out = {}
+    for side, dev in (('cpu', torch.device('cpu')), ('device', device)):
+        model = copy.deepcopy(base).to(dev)
+        model.train()
+        losses = model(x.double().to(dev), [s.to(dev) for s in samples], mode='loss')
+        teacher = model.distiller.teacher
+        before = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
+        tdev = {p.device for p in teacher.parameters()}
+        frozen = all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+        unchanged = all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+        model.to('cpu')  # .to() moves the teacher as well
+        moved = {p.device.type for p in teacher.parameters()} == {'cpu'}
+        out[side] = dict(loss=float(losses['loss_distill']), tdev=tdev, frozen=frozen,
+                         unchanged=unchanged, moved=moved)
+    d = abs(out['cpu']['loss'] - out['device']['loss'])
+    dv = out['device']
+    ok = (d <= 1e-9 and dv['tdev'] == {torch.device(device.type, 0) if device.type == 'cuda'
+                                      else device} and dv['frozen'] and dv['unchanged']
+          and dv['moved'] and out['cpu']['loss'] > 0)
+    rep.add('2 distilled train step vs CPU', 'float64 loss_distill', d, 1e-9, ok,
+            f"loss {out['cpu']['loss']:.6f}, teacher on {sorted(map(str, dv['tdev']))}, "
+            f"frozen {dv['frozen']}, unchanged {dv['unchanged']}, back to cpu {dv['moved']}")
+
+
 # ------------------------------------------------------------------- 3. distortion
 def rel_diff(a, b):
     scale = max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-300)
@@ -427,7 +470,8 @@ def main(argv=None):
                         help="device side of every comparison; 'cpu' dry-runs the script")
     parser.add_argument('--out', default=os.environ.get('OUT'),
                         help='folder for cuda_check.json (default: $OUT when set)')
-    parser.add_argument('--only', choices=['blockrelu', 'train', 'distortion'], action='append',
+    parser.add_argument('--only', choices=['blockrelu', 'train', 'distill', 'distortion'],
+                        action='append',
                         help='run only these checks (repeatable; default: all)')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch CPU threads (0: torch default)')
@@ -448,6 +492,7 @@ def main(argv=None):
     rep = Report()
     checks = [('blockrelu', lambda rng, tmp: check_blockrelu(rep, device, rng)),
               ('train', lambda rng, tmp: check_training(rep, device, tmp, rng)),
+              ('distill', lambda rng, tmp: check_distill(rep, device, tmp, rng)),
               ('distortion', lambda rng, tmp: check_distortion(rep, device))]
     timings = {}
     with tempfile.TemporaryDirectory() as tmp:
