@@ -5,18 +5,21 @@ registry and the model types ``BlockReLUImageClassifier`` (mmpretrain) and
 ``BlockReLUEncoderDecoder`` (mmseg), so configs use them through
 ``custom_imports = dict(imports=['block_relu_plugin'])``.
 """
-import importlib.util
+from . import _dependency_warnings  # noqa: F401  (first: mutes them before they fire)
+
+import importlib.util  # noqa: E402
 
 from .conversion import (ReLUSite, convert_block_relu, count_relus, find_relu_sites,
                          maxpool_to_avgpool, relu6_to_relu, split_reused_relus)
 from .layers import BlockReLU, num_drelus
 from .spec import BlockReLUSpec, SpecError
-from .utils.checkpoint import register_checkpoint_safe_globals
+from .utils.checkpoint import register_checkpoint_loader, register_checkpoint_safe_globals
 from . import engine  # noqa: F401  (registers WarmupPolyLR)
 
 __version__ = '0.1.0'
 
 register_checkpoint_safe_globals()
+register_checkpoint_loader()  # every local checkpoint mmengine loads: the plugin's messages
 
 # Codebase model types: each registers if its codebase (which needs mmcv) is installed.
 _HAS_MMCV = importlib.util.find_spec('mmcv') is not None

@@ -9,7 +9,6 @@ OpenMMLab tools (each process takes its share of the work items):
 
 CHECKPOINT may be 'none' (initial weights, seeded by --seed).
 """
-import argparse
 import json
 import os
 
@@ -19,32 +18,48 @@ import block_relu_plugin  # noqa: F401  (registers the plugin)
 from block_relu_plugin.budget.candidates import candidate_set, candidates_from_cfg
 from block_relu_plugin.budget.distortion import (METHODS, build_plain_model, extract_distortion,
                                                  load_distortion, load_samples)
+from block_relu_plugin.utils.cli import (ArgumentParser, check_files, nonnegative_int,
+                                         positive_int, run_cli)
 from block_relu_plugin.utils.config import default_input_size, load_config
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument('config', help='mmpretrain or mmseg config')
     parser.add_argument('checkpoint', help="weights, or 'none' for the initial weights")
     parser.add_argument('--out', required=True, help='distortion directory')
-    parser.add_argument('--method', choices=METHODS, default='exact')
+    parser.add_argument('--method', choices=METHODS, default='exact',
+                        help='exact: every candidate of every channel simulated; sketch: '
+                        'first-order estimate from a few backward passes (budget/sketch.py)')
     parser.add_argument('--candidates', help="candidate set: paper, all_pairs or a '+' union "
                         '(default: the config\'s block_relu_cfg.candidates, else paper)')
-    parser.add_argument('--num-samples', type=int, default=512,
+    parser.add_argument('--num-samples', type=positive_int, default=512,
                         help='training samples (paper: 2048 CIFAR, 512 ImageNet, 48 ADE20K)')
-    parser.add_argument('--batch-size', type=int, default=8, help='samples per forward')
-    parser.add_argument('--forward-batch', type=int, default=512,
+    parser.add_argument('--batch-size', type=positive_int, default=8,
+                        help='samples per forward')
+    parser.add_argument('--forward-batch', type=positive_int, default=512,
                         help='exact: perturbed copies x samples per forward')
-    parser.add_argument('--num-probes', type=int, default=8, help='sketch: probes per sample')
-    parser.add_argument('--chunk-channels', type=int, default=16, help='channels per value file')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+    parser.add_argument('--num-probes', type=positive_int, default=8,
+                        help='sketch: probes per sample')
+    parser.add_argument('--chunk-channels', type=positive_int, default=16,
+                        help='channels per value file')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the sample choice, the probes and (checkpoint none) the '
+                        'initial weights')
+    parser.add_argument('--shape', type=positive_int, nargs=2, metavar=('H', 'W'),
                         help='input size (default: from the config)')
-    parser.add_argument('--validate-channels', type=int, default=0,
+    parser.add_argument('--validate-channels', type=nonnegative_int, default=0,
                         help='sketch: check against exact on this many channels per site')
-    parser.add_argument('--max-items', type=int, help='stop after this many work items')
-    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none')
-    return parser.parse_args(argv)
+    parser.add_argument('--max-items', type=positive_int,
+                        help='stop after this many work items (default: all)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
+                        help='pytorch: one share of the work items per torch.distributed '
+                        'process')
+    args = parser.parse_args(argv)
+    check_files(parser, args, 'config')
+    if args.checkpoint.lower() != 'none':
+        check_files(parser, args, 'checkpoint')
+    return args
 
 
 def main(argv=None):
@@ -85,4 +100,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'extract_distortion.py')

@@ -4,25 +4,26 @@ Examples:
     python tools/make_spec.py CONFIG --out all_relu.json
     python tools/make_spec.py CONFIG --uniform 2 2 --out uniform_2x2.json
 """
-import argparse
-import sys
-
-from block_relu_plugin.conversion import NoSitesError, SiteError, TraceError, find_relu_sites
+from block_relu_plugin.conversion import find_relu_sites
 from block_relu_plugin.models.block_relu_cfg import set_default_input_size
-from block_relu_plugin.spec import BlockReLUSpec, SpecError
+from block_relu_plugin.spec import BlockReLUSpec
+from block_relu_plugin.utils.cli import (ArgumentParser, check_files, nonnegative_int,
+                                         positive_int, run_cli)
 from block_relu_plugin.utils.config import build_model, default_input_size, load_config
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument('config', help='mmpretrain or mmseg config file')
     parser.add_argument('--out', required=True, help='spec file to write')
-    parser.add_argument('--uniform', type=int, nargs=2, metavar=('BH', 'BW'),
-                        help='one patch size for every channel (default: 1 1, all ReLU)')
-    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+    parser.add_argument('--uniform', type=nonnegative_int, nargs=2, metavar=('BH', 'BW'),
+                        help='one patch size for every channel (default: 1 1, all ReLU; '
+                        '0 1: identity, 1 0: zero)')
+    parser.add_argument('--shape', type=positive_int, nargs=2, metavar=('H', 'W'),
                         help='input size recorded in the spec (default: from the config)')
-    parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    check_files(parser, args, 'config')
+    return args
 
 
 def make_spec(args) -> str:
@@ -45,15 +46,9 @@ def make_spec(args) -> str:
             f'of {spec.metadata["relus"]:,} ReLUs')
 
 
-def main():
-    args = parse_args()
-    try:
-        print(make_spec(args))
-    except (NoSitesError, SiteError, TraceError, SpecError) as e:
-        if args.debug:
-            raise
-        sys.exit(f'make_spec.py: error: {e}')
+def main(argv=None):
+    print(make_spec(parse_args(argv)))
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'make_spec.py')

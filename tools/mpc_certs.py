@@ -16,18 +16,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from block_relu_plugin.mpc.certs import ROLES, generate_certs  # noqa: E402
+from block_relu_plugin.utils.cli import ArgumentParser, positive_int, run_cli  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('out_dir')
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument('out_dir', help='directory to write (one folder per role and ca/)')
     for role in ROLES:
         parser.add_argument(f'--{role}', nargs='+', default=[], metavar='HOST',
                             help=f'DNS names / IPs of the {role} machine'
                             + (' (optional: nobody dials the client)' if role == 'client'
                                else ' (required)'))
     parser.add_argument('--hosts', nargs='*', help=argparse.SUPPRESS)
-    parser.add_argument('--days', type=int, default=30)
+    parser.add_argument('--days', type=positive_int, default=30,
+                        help='validity of the certificates in days')
     args = parser.parse_args(argv)
     if args.hosts is not None:
         parser.error('--hosts was removed: it put the same names in every party\'s '
@@ -43,4 +45,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'mpc_certs.py')

@@ -25,63 +25,98 @@ Example (three shells / machines):
 """
 import argparse
 import json
+import math
+import os
 import sys
 
-import torch
+from block_relu_plugin.utils.cli import (ArgumentParser, compared_bits, check_files,
+                                         positive_int, run_cli)
 
-from block_relu_plugin.mpc import PeerError, open_session
-from block_relu_plugin.mpc.cost import Cost
-from block_relu_plugin.mpc.compiler import compile_model
-from block_relu_plugin.mpc.infer import load_test_inputs, measured_costs, run_party
-from block_relu_plugin.mpc.launch import load_config as load_parties
-from block_relu_plugin.utils.config import build_model, default_input_size, load_config
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f'must be a number >= 1, got {text!r}')
+    return value
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--role', required=True, choices=('client', 'server', 'helper'))
+    """The options, checked together (files, role rules, the parties JSON) before any work."""
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument('--role', required=True, choices=('client', 'server', 'helper'),
+                        help='this party')
     parser.add_argument('--config', required=True, dest='parties',
                         help='parties JSON (addresses, cert_dir, timeout, connect_timeout, '
                         'frac_bits)')
-    parser.add_argument('model_config', help='mmpretrain or mmseg config file')
-    parser.add_argument('checkpoint', nargs='?', help='weights (server only)')
-    parser.add_argument('--spec', help='Block-ReLU spec file (replaces the config\'s)')
-    parser.add_argument('--bits', type=_bits, default=64,
-                        help='compared bits of Block-ReLU DReLUs (2..64; default 64: exact)')
-    parser.add_argument('--relu-bits', type=_bits, default=64,
-                        help='same for plain ReLU sites (default 64)')
-    parser.add_argument('--pool-bits', type=_bits, default=64,
-                        help='same for MaxPool comparisons (default 64)')
-    parser.add_argument('--shifts', help='below 64 bits: the per-site shifts JSON written by '
-                        "the server's --shifts-out (client, helper; the server may reuse one)")
+    parser.add_argument('model_config',
+                        help='mmpretrain or mmseg config file')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='weights (server only)')
+    parser.add_argument('--spec',
+                        help='Block-ReLU spec file (default: the config\'s)')
+    parser.add_argument('--bits', type=compared_bits, default=64,
+                        help='compared bits of Block-ReLU DReLUs, 2..64 (64: exact)')
+    parser.add_argument('--relu-bits', type=compared_bits, default=64,
+                        help='same for plain ReLU sites')
+    parser.add_argument('--pool-bits', type=compared_bits, default=64,
+                        help='same for MaxPool comparisons')
+    parser.add_argument('--shifts',
+                        help='below 64 bits: the per-site shifts JSON written by the '
+                        "server's --shifts-out (client, helper; the server may reuse one)")
     parser.add_argument('--shifts-out', default='site_shifts.json',
                         help='server, below 64 bits: where to write the calibrated per-site '
-                        'shifts for the other parties (default site_shifts.json)')
-    parser.add_argument('--calibration-images', type=int, default=256,
-                        help='server, below 64 bits: training images to calibrate on '
-                        '(default 256)')
-    parser.add_argument('--margin', type=float, default=4.0,
-                        help='server, below 64 bits: compared range / calibrated range '
-                        '(default 4)')
-    parser.add_argument('--num-images', type=int, default=10)
-    parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input size (server and helper; the client checks it)')
-    parser.add_argument('--images', nargs='+', help='client: image files instead of test data')
-    parser.add_argument('--threads', type=int, default=None)
+                        'shifts for the other parties')
+    parser.add_argument('--calibration-images', type=positive_int, default=256,
+                        help='server, below 64 bits: training images to calibrate on')
+    parser.add_argument('--margin', type=_margin, default=4.0,
+                        help='server, below 64 bits: compared range / calibrated range (>= 1)')
+    parser.add_argument('--num-images', type=positive_int, default=10,
+                        help='images to run (the same at all three parties)')
+    parser.add_argument('--batch-size', type=positive_int, default=1,
+                        help='images per protocol run (the same at all three parties)')
+    parser.add_argument('--shape', type=positive_int, nargs=2, metavar=('H', 'W'),
+                        help='input size (required for the server and helper; the client '
+                        'checks it)')
+    parser.add_argument('--images', nargs='+', metavar='IMAGE',
+                        help='client: image files instead of the test data')
+    parser.add_argument('--threads', type=positive_int, default=None,
+                        help='torch threads (default: torch\'s)')
     parser.add_argument('--json-out', help='write this party\'s report here (the client\'s '
                         'also has the predictions and, for classification, the logits)')
-    return parser.parse_args(argv)
-
-
-def _bits(text: str) -> int:
+    args = parser.parse_args(argv)
+    check_files(parser, args, 'parties', 'model_config', 'checkpoint', 'spec', 'shifts', 'images')
+    if args.role == 'server' and not args.checkpoint:
+        parser.error('the server needs the checkpoint')
+    if args.role != 'server' and args.checkpoint:
+        parser.error('only the server may load the checkpoint')
+    if args.role != 'client' and not args.shape:
+        parser.error('--shape H W is required for the server and the helper')
+    if args.role != 'client' and args.images:
+        parser.error('--images is for the client only')
+    below = min(args.bits, args.relu_bits, args.pool_bits) < 64
+    if below and args.role != 'server' and not args.shifts:
+        parser.error('below 64 bits the client and the helper need --shifts FILE: the '
+                     "per-site shifts the server wrote with --shifts-out")
+    for path, opt in ((args.json_out, '--json-out'),
+                      (args.shifts_out if below and args.role == 'server' else None,
+                       '--shifts-out')):
+        if path and not os.path.isdir(os.path.dirname(path) or '.'):
+            parser.error(f'{opt}: no such directory: {os.path.dirname(path)}')
     try:
-        b = int(text)
-    except ValueError:
-        b = 0
-    if not 2 <= b <= 64:
-        raise argparse.ArgumentTypeError(f'must be an integer in 2..64, got {text!r}')
-    return b
+        with open(args.parties) as f:
+            args.parties = json.load(f)
+    except ValueError as e:
+        parser.error(f'--config {args.parties}: not a JSON file ({e})')
+    if not isinstance(args.parties, dict) or 'cert_dir' not in args.parties:
+        parser.error('--config: the parties JSON needs a "cert_dir" (see '
+                     'block_relu_plugin/mpc/launch.py)')
+    if not os.path.isdir(args.parties['cert_dir']):
+        parser.error(f'--config: cert_dir {args.parties["cert_dir"]} is not a directory '
+                     '(make it with tools/mpc_certs.py)')
+    return args
 
 
 def _site_shifts(args, cfg, model, frac_bits):
@@ -91,14 +126,14 @@ def _site_shifts(args, cfg, model, frac_bits):
         return None, None
     if args.shifts:
         with open(args.shifts) as f:
-            shifts = json.load(f)
+            try:
+                shifts = json.load(f)
+            except ValueError:
+                shifts = None
         if not isinstance(shifts, dict) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in shifts.values()):
-            raise SystemExit(f'{args.shifts}: expected a JSON object {{site: shift}}')
+            raise ValueError(f'--shifts {args.shifts}: expected a JSON object {{site: shift}}')
         return shifts, None
-    if args.role != 'server':
-        raise SystemExit('below 64 bits the client and the helper need --shifts FILE: the '
-                         "per-site shifts the server wrote with --shifts-out")
     from block_relu_plugin.budget.distortion import load_samples
     from block_relu_plugin.mpc.calibrate import measure_ranges
     images, _ = load_samples(cfg, model, args.calibration_images, seed=0,
@@ -108,15 +143,16 @@ def _site_shifts(args, cfg, model, frac_bits):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.role == 'server' and not args.checkpoint:
-        raise SystemExit('the server needs the checkpoint')
-    if args.role != 'server' and args.checkpoint:
-        raise SystemExit('only the server may load the checkpoint')
-    if args.role != 'client' and not args.shape:
-        raise SystemExit('--shape H W is required for the server and the helper')
+    # heavy imports after the options are checked: a bad option answers at once
+    import torch
+    from block_relu_plugin.mpc import PeerError, open_session
+    from block_relu_plugin.mpc.compiler import compile_model
+    from block_relu_plugin.mpc.cost import Cost
+    from block_relu_plugin.mpc.infer import load_test_inputs, measured_costs, run_party
+    from block_relu_plugin.utils.config import build_model, default_input_size, load_config
     cfg = load_config(args.model_config)
     model = build_model(cfg, spec=args.spec, checkpoint=args.checkpoint)
-    parties = load_parties(args.parties)
+    parties = args.parties
     frac_bits = int(parties.get('frac_bits', 12))
     shifts, calibration = _site_shifts(args, cfg, model, frac_bits)
     # same uid at every party: the weights' session keys match by name
@@ -135,20 +171,19 @@ def main(argv=None):
     if args.role == 'client':
         images, labels = load_test_inputs(cfg, model, n, args.images)
         if images.shape[0] != n:
-            raise SystemExit(f'the client has {images.shape[0]} image(s), not --num-images {n} '
+            raise ValueError(f'the client has {images.shape[0]} image(s), not --num-images {n} '
                              '(the server and the helper run --num-images)')
         if args.shape and tuple(images.shape[2:]) != tuple(args.shape):
-            raise SystemExit(f'inputs are {tuple(images.shape[2:])}, not --shape {args.shape}')
+            raise ValueError(f'inputs are {tuple(images.shape[2:])}, not --shape {args.shape}')
         batches = [images[i:i + bs] for i in range(0, images.shape[0], bs)]
     else:
-        if not args.shape:
-            raise SystemExit('--shape H W is required for the server and the helper')
         c = program.options['in_channels']
         batches = [(min(bs, n - i), c) + tuple(args.shape) for i in range(0, n, bs)]
     try:
         with open_session(args.role, parties) as sess:
             print(f'{args.role}: connected', file=sys.stderr, flush=True)
-            res = run_party(sess, program, batches, args.threads)
+            res = run_party(sess, program, batches, args.threads,
+                            progress=args.role == 'client')
     except (PeerError, FileNotFoundError) as e:  # a peer is unreachable, died, aborted or
         raise SystemExit(f'error: {e}') from None  # timed out; or a certificate is missing
     records = res['handshake'] + [r for batch in res['records'] for r in batch]
@@ -180,4 +215,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'mpc_party.py')

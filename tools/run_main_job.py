@@ -8,6 +8,7 @@ import argparse
 
 from block_relu_plugin.budget.budget_spec import BudgetError, parse_budget
 from block_relu_plugin.pipeline.main_job import run_main_job, task_from_args
+from block_relu_plugin.utils.cli import ArgumentParser, positive_int, run_cli
 
 
 def _fraction(text: str) -> float:
@@ -21,23 +22,23 @@ def _fraction(text: str) -> float:
     return b.value
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument('--task', default='fashion_mnist',
-                        help='fashion_mnist (default), fashion_mosaic, or a config file')
+                        help='fashion_mnist, fashion_mosaic, or a config file')
     parser.add_argument('--work-dir', default=None,
                         help='default: work_dirs/main_job/<task>')
     parser.add_argument('--budgets', type=_fraction, nargs='+',
                         help='DReLU budgets as fractions or percentages, e.g. 0.03 6%% '
                         '(default: the task\'s, 3 6 12 %% for fashion_mnist)')
-    parser.add_argument('--threads', type=int, default=None,
+    parser.add_argument('--threads', type=positive_int, default=None,
                         help='torch threads (default: torch\'s)')
-    parser.add_argument('--secure-images', type=int, default=None,
+    parser.add_argument('--secure-images', type=positive_int, default=None,
                         help='test images run securely for the 6 %% knapsack network '
                         '(default: the task\'s, 500 for fashion_mnist)')
-    parser.add_argument('--secure-images-other', type=int, default=None,
+    parser.add_argument('--secure-images-other', type=positive_int, default=None,
                         help='test images run securely for every other network (default 100)')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     overrides = {k: v for k, v in (('secure_images', args.secure_images),
                                    ('secure_images_other', args.secure_images_other))
                  if v is not None}
@@ -47,4 +48,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'run_main_job.py')

@@ -12,43 +12,66 @@ image; the masked weights once per session; per party) and the client's time
 per image. Below 64 compared bits (--bits, --relu-bits, --pool-bits) every
 comparison site gets its shift from the largest value it compares on
 --calibration-images training images, times --margin; the report lists them.
+Progress (images done, elapsed, left) goes to stderr.
 
 Example:
     python tools/secure_infer.py CONFIG CHECKPOINT --spec spec.json --bits 16 --num-images 10
 """
 import argparse
 import json
+import math
+import os
 import sys
 
-from block_relu_plugin.mpc.infer import load_test_inputs, secure_inference
-from block_relu_plugin.utils.config import build_model, load_config
+from block_relu_plugin.utils.cli import (ArgumentParser, compared_bits, check_files,
+                                         positive_int, run_cli)
+
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f'must be a number >= 1, got {text!r}')
+    return value
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The options, every one checked here: nothing starts before they are valid."""
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument('config', help='mmpretrain or mmseg config file')
-    parser.add_argument('checkpoint', help='model weights (used by the server party only)')
-    parser.add_argument('--spec', help='Block-ReLU spec file (replaces the config\'s)')
-    parser.add_argument('--bits', type=int, default=64,
-                        help='compared bits of the Block-ReLU sites\' DReLUs (default 64)')
-    parser.add_argument('--relu-bits', type=int, default=64)
-    parser.add_argument('--pool-bits', type=int, default=64)
-    parser.add_argument('--num-images', type=int, default=10)
-    parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--images', nargs='+', help='image files instead of the test dataset '
-                        '(no labels: agreement and costs only)')
-    parser.add_argument('--calibration-images', type=int, default=256,
+    parser.add_argument('checkpoint',
+                        help='model weights (used by the server party only)')
+    parser.add_argument('--spec',
+                        help='Block-ReLU spec file (default: the config\'s)')
+    parser.add_argument('--bits', type=compared_bits, default=64,
+                        help='compared bits of the Block-ReLU sites\' DReLUs, 2..64 (64: exact)')
+    parser.add_argument('--relu-bits', type=compared_bits, default=64,
+                        help='compared bits of plain ReLU sites, 2..64 (64: exact)')
+    parser.add_argument('--pool-bits', type=compared_bits, default=64,
+                        help='compared bits of MaxPool comparisons, 2..64 (64: exact)')
+    parser.add_argument('--num-images', type=positive_int, default=10,
+                        help='the first N test images (or of the --images files)')
+    parser.add_argument('--batch-size', type=positive_int, default=1,
+                        help='images per protocol run')
+    parser.add_argument('--images', nargs='+', metavar='IMAGE',
+                        help='image files instead of the test dataset (no labels: agreement '
+                        'and costs only)')
+    parser.add_argument('--calibration-images', type=positive_int, default=256,
                         help='training images that calibrate the DReLU shifts when a --*bits '
-                        'is below 64 (default 256)')
-    parser.add_argument('--margin', type=float, default=4.0,
-                        help='compared range / calibrated range per site (default 4)')
+                        'is below 64')
+    parser.add_argument('--margin', type=_margin, default=4.0,
+                        help='compared range / calibrated range per site (>= 1)')
     parser.add_argument('--full-test', action='store_true',
                         help='also run the stock test on the whole test set')
-    parser.add_argument('--threads', type=int, default=1, help='torch threads per party')
+    parser.add_argument('--threads', type=positive_int, default=1,
+                        help='torch threads per party')
     parser.add_argument('--json-out', help='write the full report here')
     args = parser.parse_args(argv)
-    if args.num_images < 1:
-        parser.error(f'--num-images must be >= 1, got {args.num_images}')
+    check_files(parser, args, 'config', 'checkpoint', 'spec', 'images')
+    if args.json_out and not os.path.isdir(os.path.dirname(args.json_out) or '.'):
+        parser.error(f'--json-out: no such directory: {os.path.dirname(args.json_out)}')
     return args
 
 
@@ -103,6 +126,9 @@ def format_report(res) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    # heavy imports after the options are checked: a bad option answers at once
+    from block_relu_plugin.mpc.infer import load_test_inputs, secure_inference
+    from block_relu_plugin.utils.config import build_model, load_config
     cfg = load_config(args.config)
     model = build_model(cfg, spec=args.spec, checkpoint=args.checkpoint)
     indices = None if args.images else list(range(args.num_images))
@@ -119,12 +145,14 @@ def main(argv=None):
         from block_relu_plugin.budget.distortion import load_samples
         calibration, _ = load_samples(cfg, model, args.calibration_images, seed=0,
                                       shape=tuple(images.shape[2:]))
+    print(f'secure_infer.py: {images.shape[0]} image(s) of {tuple(images.shape[1:])}; '
+          'compiling and starting the client, server and helper', file=sys.stderr, flush=True)
     res = secure_inference(cfg, args.checkpoint, spec=args.spec, images=images, labels=labels,
                            bits=args.bits, relu_bits=args.relu_bits, pool_bits=args.pool_bits,
                            batch_size=args.batch_size, party_threads=args.threads,
                            test_indices=indices if labels is not None else None,
                            test_set_metric=test_set, calibration_images=calibration,
-                           margin=args.margin)
+                           margin=args.margin, progress=True)
     print(format_report(res))
     sys.stdout.flush()
     if args.json_out:
@@ -133,4 +161,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'secure_infer.py')

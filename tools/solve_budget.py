@@ -18,6 +18,7 @@ import os
 
 from block_relu_plugin.budget.budget_spec import BudgetError, check_bits, parse_budget
 from block_relu_plugin.budget.solve import SOLVERS, solve_budget
+from block_relu_plugin.utils.cli import ArgumentParser, run_cli
 
 
 def _budget(text):
@@ -37,24 +38,22 @@ def _bits(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument('--distortion', required=True, help='distortion directory')
     parser.add_argument('--budget', type=_budget, required=True,
                         help="0.06, 6%%, drelus=33423, bytes=20MB or online_bytes=20MB "
-                        '(forms above)')
+                        '(forms above; a bare number above 1 is refused)')
     parser.add_argument('--bits', type=_bits, default=None,
                         help='compared bits per DReLU that byte budgets assume '
                         '(default 64; DReLU budgets ignore it)')
     parser.add_argument('--out', required=True, help='spec file to write')
     parser.add_argument('--solver', choices=SOLVERS, default='exact',
-                        help='exact (default) and dense reach the same optimum; uniform: one '
+                        help='exact and dense reach the same optimum; uniform: one '
                         'patch size everywhere')
     parser.add_argument('--candidates', help='candidate set to choose from (paper, all_pairs, '
                         "or a '+' union); default: every measured candidate")
     parser.add_argument('--plots', help='directory for distortion_curves.png and patch_sizes.png '
                         '(default: no plots)')
-    parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
     args = parser.parse_args(argv)
     try:  # a byte budget naming other bits than --bits: refused before any work
         args.budget = parse_budget(args.budget, args.bits)
@@ -66,13 +65,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from block_relu_plugin.budget.distortion import load_distortion
-    try:  # user errors (missing directory, infeasible budget, unmeasured set): one line
-        distortion = load_distortion(args.distortion)
-        spec = solve_budget(distortion, args.budget, args.solver, args.candidates)
-    except ValueError as e:  # BudgetError and DistortionError are ValueErrors
-        if args.debug:
-            raise
-        raise SystemExit(f'solve_budget.py: error: {e}') from None
+    # user errors (missing directory, infeasible budget, unmeasured set): one line (run_cli)
+    distortion = load_distortion(args.distortion)
+    spec = solve_budget(distortion, args.budget, args.solver, args.candidates)
     spec.save(args.out)
     m = spec.metadata
     if 'budget_bytes' in m:
@@ -92,4 +87,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'solve_budget.py')

@@ -67,7 +67,8 @@ def deepsort_mobilenetv2_weights_path() -> str:
 def load_deepsort_state_dict(path: Optional[str] = None) -> 'OrderedDict[str, torch.Tensor]':
     """The original state dict, loaded with ``weights_only=True`` (no code runs)."""
     path = path or deepsort_mobilenetv2_weights_path()
-    sd = torch.load(path, map_location='cpu', weights_only=True)
+    from ..utils.checkpoint import load_checkpoint_file
+    sd = load_checkpoint_file(path, map_location='cpu')
     if not isinstance(sd, dict) or len(sd) != NUM_TENSORS:
         raise DeepSortWeightsError(f'{path}: expected a state dict of {NUM_TENSORS} tensors, '
                                    f'got {type(sd).__name__} of {len(sd)}')

@@ -11,6 +11,7 @@ next to the cost model's prediction (:mod:`.costmodel`).
 :func:`run_party` is what each party process runs; ``tools/mpc_party.py``
 runs the same function on separate machines.
 """
+import os
 import time
 from collections import OrderedDict, defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -32,7 +33,7 @@ ROLES = ('client', 'server', 'helper')
 
 # ----------------------------------------------------------------- party side
 def run_party(sess, program: SecureProgram, batches: Sequence,
-              num_threads: Optional[int] = None) -> Dict[str, Any]:
+              num_threads: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
     """Run ``program`` on every batch in this party: offline pass, then online.
 
     Args:
@@ -44,6 +45,8 @@ def run_party(sess, program: SecureProgram, batches: Sequence,
         batches: The client's float input batches ``(N, C, H, W)``; at the
             other parties their shapes.
         num_threads: torch threads for this party (default: unchanged).
+        progress: Write images done / total to stderr after every batch
+            (:class:`..utils.cli.Progress`).
 
     Returns:
         dict: ``logits`` (client: float64 logits per batch, else None),
@@ -65,7 +68,13 @@ def run_party(sess, program: SecureProgram, batches: Sequence,
         handshake = [r for r in sess.meter.since(0) if r.label == '']
         out: Dict[str, Any] = {'logits': [], 'times': [], 'records': [],
                                'handshake': [tuple(r) for r in handshake]}
-        for batch in batches:
+        sizes = [int(b.shape[0] if isinstance(b, Tensor) else b[0]) for b in batches]
+        bar = None
+        if progress:
+            from ..utils.cli import Progress
+            bar = Progress(sum(sizes), f'{sess.role}: secure inference')
+            bar.update(0)
+        for i, batch in enumerate(batches):
             shape = tuple(batch.shape) if isinstance(batch, Tensor) else tuple(batch)
             mark = sess.meter.mark()
             t0 = time.perf_counter()
@@ -78,6 +87,8 @@ def run_party(sess, program: SecureProgram, batches: Sequence,
             out['logits'].append(logits)
             out['times'].append((t1 - t0, t2 - t1))
             out['records'].append([tuple(r) for r in sess.meter.since(mark)])
+            if bar is not None:
+                bar.update(sum(sizes[:i + 1]))
     finally:
         for conn in sess.conns.values():
             conn.max_frame = conn.max_frame_cap
@@ -160,7 +171,7 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
                      party_threads: int = 1, test_indices: Optional[Sequence[int]] = None,
                      test_set_metric: Optional[float] = None,
                      calibration_images: Optional[Tensor] = None,
-                     margin: float = 4.0) -> Dict[str, Any]:
+                     margin: float = 4.0, progress: bool = False) -> Dict[str, Any]:
     """Run the config's model under 3-party secure inference on ``images``.
 
     Args:
@@ -197,6 +208,8 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
             (:func:`.calibrate.measure_ranges`).
         margin: Compared range over calibrated range required per site
             (:func:`.calibrate.choose_shift`).
+        progress: The client party writes images done / total to stderr
+            after every batch (:func:`run_party`).
 
     Returns:
         dict with ``predictions`` / ``plain_predictions`` (per image),
@@ -246,7 +259,7 @@ def secure_inference(config, checkpoint: Optional[str] = None, spec: Optional[st
     public = program.public()
     batches = _batches(images, batch_size)
     shapes = [tuple(b.shape) for b in batches]
-    args = {'client': (public, batches, party_threads),
+    args = {'client': (public, batches, party_threads, progress),
             'server': (program, shapes, party_threads),
             'helper': (public, shapes, party_threads)}
     own = cluster is None
@@ -352,6 +365,25 @@ def _bytes_summary(total: _cost.Cost, n: int) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------- data
+def _step_type(step) -> str:
+    t = step['type']
+    return t if isinstance(t, str) else getattr(t, '__name__', str(t))
+
+
+def _read_image(path: str, model: nn.Module) -> Dict[str, Any]:
+    """An image file as an in-memory dataset's sample: ``img`` uint8 in RGB order
+    (H x W x 3; H x W when the model's first conv takes one channel)."""
+    from PIL import Image
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    gray = first is not None and first.in_channels == 1
+    try:
+        with Image.open(path) as im:
+            img = np.asarray(im.convert('L' if gray else 'RGB'))
+    except OSError as e:
+        raise ValueError(f'cannot read image file {path}: {e}') from None
+    return dict(img=img, img_path=path, img_shape=img.shape[:2], ori_shape=img.shape[:2])
+
+
 def load_test_inputs(cfg, model: nn.Module, num_images: int,
                      image_files: Optional[Sequence[str]] = None,
                      indices: Optional[Sequence[int]] = None
@@ -364,7 +396,10 @@ def load_test_inputs(cfg, model: nn.Module, num_images: int,
     mode) normalises it, converts colour order and, for mmseg, pads it. The
     model must come from :func:`..utils.config.build_model` (or the Runner),
     which merges the config's top-level ``data_preprocessor`` into it.
-    Image files go through the test pipeline without annotation loading.
+    Image files go through the test pipeline without annotation loading;
+    a pipeline without a loading step (an in-memory dataset's) gets them read
+    as RGB uint8 arrays, the layout of the plugin's and mmpretrain's CIFAR
+    datasets (gray files replicated to 3 channels).
 
     Args:
         cfg: Config or its path.
@@ -386,9 +421,17 @@ def load_test_inputs(cfg, model: nn.Module, num_images: int,
     init_default_scope(codebase(cfg))
     if image_files:
         pipeline = [dict(step) for step in cfg.test_dataloader.dataset.pipeline
-                    if 'Annotation' not in step['type']]
+                    if 'Annotation' not in _step_type(step)]
         pipe = Compose(pipeline)
-        items = [pipe(dict(img_path=f)) for f in image_files[:num_images]]
+        # A pipeline without a loading step belongs to an in-memory dataset
+        # (CIFAR, the Fashion-MNIST demos) that hands it ``img`` itself: read
+        # the files as such a dataset would (see _read_image).
+        loads = any(_step_type(step).startswith('Load') for step in pipeline)
+        items = []
+        for f in image_files[:num_images]:
+            if not os.path.isfile(f):
+                raise FileNotFoundError(f'image file not found: {f}')
+            items.append(pipe(dict(img_path=f) if loads else _read_image(f, model)))
     else:
         dataset = DATASETS.build(cfg.test_dataloader.dataset)
         if indices is None:

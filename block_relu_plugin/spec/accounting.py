@@ -5,19 +5,22 @@ from ..conversion.sites import ReLUSite, count_relus
 from .spec import BlockReLUSpec
 
 
-def drelu_report(sites: Sequence[ReLUSite], spec: Optional[BlockReLUSpec] = None) -> dict:
+def drelu_report(sites: Sequence[ReLUSite], spec: Optional[BlockReLUSpec] = None,
+                 partial: bool = False) -> dict:
     """Per-site channels, spatial size, ReLUs and DReLUs, and the totals.
 
     Args:
         sites: The sites at the input size of interest.
         spec: Patch sizes; None counts every site as ReLU.
+        partial: Allow sites the spec does not name (counted as ReLU), as
+            model building does with ``block_relu_cfg`` ``partial=True``.
 
     Returns:
         dict with ``sites`` (a list of per-site dicts), ``relus``, ``drelus``
         and ``fraction`` (DReLUs / ReLUs).
     """
     if spec is not None:
-        spec.validate(sites, partial=True)
+        spec.validate(sites, partial=partial)  # the same check as model building
         per_site = spec.drelus(sites)
     else:
         per_site = {s.name: s.relus for s in sites}

@@ -21,7 +21,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..conversion.sites import ReLUSite, count_relus
-from ..layers.block_relu import RELU, check_block_sizes
+from ..layers.block_relu import RELU, BlockReLU, check_block_sizes
 
 FORMAT = 'block_relu_spec'
 VERSION = 1
@@ -48,6 +48,8 @@ class BlockReLUSpec:
             except ValueError as e:
                 raise SpecError(f'site {name!r}: {e}') from None
         self.metadata = dict(metadata or {})
+        #: The file the spec was loaded from (named in errors), else None.
+        self.source: Optional[str] = None
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -66,34 +68,59 @@ class BlockReLUSpec:
         spec.describe(sites)
         return spec
 
+    @classmethod
+    def from_model(cls, model, sites: Iterable[ReLUSite], **metadata) -> 'BlockReLUSpec':
+        """The patch sizes a built (converted or plain) model applies at ``sites``.
+
+        What the model computes, whatever produced it (spec file, budget,
+        ``partial``): a :class:`BlockReLU` site gives its sizes, an
+        ``nn.ReLU`` site is all ReLU.
+        """
+        sizes = {}
+        for s in sites:
+            module = model.get_submodule(s.name)
+            sizes[s.name] = (module.sizes_for(s.channels) if isinstance(module, BlockReLU)
+                             else np.tile(np.asarray(RELU, np.int64), (s.channels, 1)))
+        return cls(sizes, metadata)
+
     # ---------------------------------------------------------------- checks
     def validate(self, sites: Iterable[ReLUSite], partial: bool = False) -> None:
-        """Check that the spec fits the sites of a model.
+        """Check that the spec fits the sites of a model: the one check of a spec
+        against a model, used by model building (:func:`convert_block_relu`) and
+        by every tool (they build the model, or call this).
+
+        Site names and channel counts do not depend on the input size, and a
+        patch larger than the map is one patch spanning it, so only names and
+        channel counts are checked here; patch sizes themselves are checked
+        when the spec is made or loaded.
 
         Args:
             sites: The model's sites (see :func:`find_relu_sites`).
-            partial: Allow model sites that the spec does not name.
+            partial: Allow model sites that the spec does not name (they
+                stay ReLU; ``block_relu_cfg`` key ``partial``).
 
         Raises:
-            SpecError: naming the first unknown site, missing site or site
-                with a wrong channel count.
+            SpecError: naming the spec file, the first unknown site, missing
+                site or site with a wrong channel count, and the fix.
         """
+        where = f'{self.source}: ' if self.source else ''
         by_name = {s.name: s for s in sites}
         for name, sizes in self.sites.items():
             site = by_name.get(name)
             if site is None:
                 close = [n for n in by_name if n.split('.')[-1] == name.split('.')[-1]][:3]
                 hint = f'; sites with that ending: {close}' if close else ''
-                raise SpecError(f'spec names site {name!r}, which the model does not '
-                                f'have{hint}')
+                raise SpecError(f'{where}spec names site {name!r}, which the model does not '
+                                f'have{hint} (make the spec for this model: tools/make_spec.py)')
             if sizes.shape[0] != site.channels:
-                raise SpecError(f'site {name!r}: spec has {sizes.shape[0]} channels, '
-                                f'the model has {site.channels}')
+                raise SpecError(f'{where}site {name!r}: spec has {sizes.shape[0]} channels, '
+                                f'the model has {site.channels} (a spec of another width?)')
         if not partial:
             missing = [n for n in by_name if n not in self.sites]
             if missing:
-                raise SpecError(f'spec has no entry for {len(missing)} model site(s), '
-                                f'first {missing[0]!r}')
+                raise SpecError(f'{where}spec has no entry for {len(missing)} model site(s), '
+                                f'first {missing[0]!r} (add them, or set block_relu_cfg '
+                                'partial=True to keep them ReLU)')
 
     def drelus(self, sites: Iterable[ReLUSite]) -> Dict[str, int]:
         """DReLU count per site (sites the spec does not name count as ReLU)."""
@@ -159,7 +186,9 @@ class BlockReLUSpec:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise SpecError(f'cannot read spec file {path}: {e}') from None
-        return cls.from_json(text, source=path)
+        spec = cls.from_json(text, source=path)
+        spec.source = path
+        return spec
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, BlockReLUSpec) and list(self.sites) == list(other.sites)

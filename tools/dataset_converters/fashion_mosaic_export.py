@@ -13,23 +13,29 @@ Example::
 
     python tools/dataset_converters/fashion_mosaic_export.py work_dirs/mosaics --num 16
 """
-import argparse
 import os
 
 import numpy as np
 from PIL import Image
 
+from block_relu_plugin.utils.cli import ArgumentParser, nonnegative_int, positive_int, run_cli
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('out_dir')
-    p.add_argument('--split', choices=['train', 'test'], default='test')
-    p.add_argument('--num', type=int, default=16, help='number of mosaics')
-    p.add_argument('--canvas-size', type=int, nargs=2, default=(64, 64), metavar=('H', 'W'))
-    p.add_argument('--num-items', type=int, nargs=2, default=(2, 4), metavar=('MIN', 'MAX'))
-    p.add_argument('--threshold', type=int, default=32)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--data-root', default=None, help='Fashion-MNIST IDX folder')
+    p = ArgumentParser(description=__doc__)
+    p.add_argument('out_dir', help='folder to write img/, ann/ and the preview into')
+    p.add_argument('--split', choices=['train', 'test'], default='test',
+                   help='Fashion-MNIST split the items are taken from')
+    p.add_argument('--num', type=positive_int, default=16, help='number of mosaics')
+    p.add_argument('--canvas-size', type=positive_int, nargs=2, default=(64, 64),
+                   metavar=('H', 'W'), help='mosaic size')
+    p.add_argument('--num-items', type=positive_int, nargs=2, default=(2, 4),
+                   metavar=('MIN', 'MAX'), help='clothing items per mosaic')
+    p.add_argument('--threshold', type=nonnegative_int, default=32,
+                   help='pixels above this gray value get the item\'s class, others background')
+    p.add_argument('--seed', type=int, default=0, help='seed of the item choice and placement')
+    p.add_argument('--data-root', default=None,
+                   help='Fashion-MNIST IDX folder (default: the Debian package\'s)')
     return p.parse_args(argv)
 
 
@@ -59,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'fashion_mosaic_export.py')

