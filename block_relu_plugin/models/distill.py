@@ -78,9 +78,11 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
         valid: boolean mask of the positions to average over (``N`` or ``N x H x W``).
     """
     t = temperature
-    # float32: the softmax of logits / T loses too much in half precision.
-    log_s = F.log_softmax(student_logits.float() / t, dim=1)
-    log_t = F.log_softmax(teacher_logits.float() / t, dim=1)
+    # at least float32: the softmax of logits / T loses too much in half precision
+    dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher_logits.dtype),
+                                torch.float32)
+    log_s = F.log_softmax(student_logits.to(dtype) / t, dim=1)
+    log_t = F.log_softmax(teacher_logits.to(dtype) / t, dim=1)
     kl = (log_t.exp() * (log_t - log_s)).sum(1)
     if valid is not None:
         kl = kl[valid]

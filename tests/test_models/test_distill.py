@@ -188,6 +188,7 @@ def test_teacher_takes_the_precision_of_a_student_made_double_before_it_existed(
     data = student.data_preprocessor(_batch(codebase), training=True)
     losses = student.loss(data['inputs'].double(), data['data_samples'])
     assert all(p.dtype == torch.float64 for p in student.distiller.teacher.parameters())
+    assert losses['loss_distill'].dtype == torch.float64  # not computed in float32
     assert losses['loss_distill'] > 0
 
 

@@ -363,7 +363,7 @@ def check_distill(rep, device, tmpdir, rng):
         unchanged = all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
         model.to('cpu')  # .to() moves the teacher as well
         moved = {p.device.type for p in teacher.parameters()} == {'cpu'}
-        out[side] = dict(loss=float(losses['loss_distill']), tdev=tdev, frozen=frozen,
+        out[side] = dict(loss=float(losses['loss_distill'].detach()), tdev=tdev, frozen=frozen,
                          unchanged=unchanged, moved=moved)
     d = abs(out['cpu']['loss'] - out['device']['loss'])
     dv = out['device']
