@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ..layers.block_relu import check_block_sizes, num_drelus
+from .ring import zp_packed_bytes
 
 C, S, H = 'client', 'server', 'helper'
 RING = 8  # bytes per ring element
@@ -31,23 +32,29 @@ class Cost:
     """Bytes per ``(phase, src, dst)`` plus online rounds; supports ``+`` and ``*``."""
 
     def __init__(self, parts: Optional[Dict[Tuple[str, str, str], int]] = None,
-                 rounds: int = 0):
+                 rounds: int = 0, step: str = ''):
         self.parts = defaultdict(int)
+        self.steps = defaultdict(int)  # {(step, phase, src, dst): bytes}: the profile
         for k, v in (parts or {}).items():
             if v:
                 self.parts[k] += int(v)
+                self.steps[(step,) + tuple(k)] += int(v)
         self.rounds = rounds
 
     def __add__(self, other: 'Cost') -> 'Cost':
-        out = Cost(self.parts, self.rounds + other.rounds)
-        for k, v in other.parts.items():
-            out.parts[k] += v
+        out = Cost(None, self.rounds + other.rounds)
+        for mine, theirs in ((out.parts, self.parts), (out.parts, other.parts),
+                             (out.steps, self.steps), (out.steps, other.steps)):
+            for k, v in theirs.items():
+                mine[k] += v
         return out
 
     __radd__ = lambda self, other: self if other == 0 else self.__add__(other)  # noqa: E731
 
     def __mul__(self, k: int) -> 'Cost':
-        return Cost({key: v * k for key, v in self.parts.items()}, self.rounds)
+        out = Cost({key: v * k for key, v in self.parts.items()}, self.rounds)
+        out.steps = defaultdict(int, {key: v * k for key, v in self.steps.items()})
+        return out
 
     def total(self, phase: Optional[str] = None) -> int:
         return sum(v for (p, _, _), v in self.parts.items() if phase is None or p == phase)
@@ -90,27 +97,36 @@ def block_counts(block_sizes, n: int, height: int, width: int) -> Tuple[int, int
 
 
 class Ours:
-    """Costs of this package's protocols (exactly what the runtime sends)."""
+    """Costs of this package's protocols (exactly what the runtime sends).
+
+    Every part is tagged with the protocol step that sends it (``Cost.steps``),
+    which is the per-protocol profile of :meth:`.costmodel.CostReport.format_steps`.
+    Z_67 messages are packed (:func:`.ring.zp_packed_bytes`), a fixed-size
+    record per element (49 B for 64 columns), so every formula stays linear
+    in the element counts.
+    """
 
     @staticmethod
     def handshake() -> Cost:
         """Per-session key agreement: one 32-byte key per pair."""
-        return Cost({('session', C, S): 32, ('session', C, H): 32, ('session', S, H): 32})
+        return Cost({('session', C, S): 32, ('session', C, H): 32, ('session', S, H): 32},
+                    step='handshake')
 
     @staticmethod
     def share_input(numel) -> Cost:
         """The client sends the server ``x - R``."""
-        return Cost({('online', C, S): RING * _n(numel)}, rounds=1)
+        return Cost({('online', C, S): RING * _n(numel)}, rounds=1, step='input')
 
     @staticmethod
     def conv2d(x_numel, w_numel, y_numel, first_use: bool = True) -> Cost:
         """Also :func:`linear`. ``first_use``: the weight's first call in the session.
         Nothing online: the client's masked input is sent offline."""
         x, w, y = _n(x_numel), _n(w_numel), _n(y_numel)
-        parts = {('offline', H, C): RING * y, ('offline', C, S): RING * x}
+        c = Cost({('offline', H, C): RING * y}, step='linear: triple C_0') + \
+            Cost({('offline', C, S): RING * x}, step='linear: masked input E')
         if first_use:
-            parts[('session', S, C)] = RING * w
-        return Cost(parts)
+            c = c + Cost({('session', S, C): RING * w}, step='linear: masked weights F')
+        return c
 
     linear = conv2d
 
@@ -119,57 +135,92 @@ class Ours:
         """Beaver product of m elements by a k-element vector upsampled to m:
         E_0 offline; F_0, [E_1 | F_1] and the client's re-randomised share online."""
         m, k = _n(m), _n(k)
-        return Cost({('offline', H, C): RING * m, ('offline', C, S): RING * m,
-                     ('online', C, S): RING * (m + k), ('online', S, C): RING * (m + k)},
-                    rounds=2)
+        return (Cost({('offline', H, C): RING * m}, step='product: triple C_0')
+                + Cost({('offline', C, S): RING * m}, step='product: E_0')
+                + Cost({('online', C, S): RING * k, ('online', S, C): RING * (m + k)},
+                       rounds=2, step='product: openings F_0, [E_1 | F_1]')
+                + Cost({('online', C, S): RING * m}, step='product: re-randomisation'))
 
     @classmethod
     def mult(cls, n) -> Cost:
         return cls.scalar_mult(n, n)
 
     @staticmethod
-    def private_compare(n, bits: int = 64) -> Cost:
-        """bits columns (bits - 1 compared bits + the equality column), 1 B each."""
-        n = _n(n)
-        return Cost({('online', C, H): bits * n, ('online', S, H): bits * n}, rounds=1)
+    def private_compare(n, cols: int = 64) -> Cost:
+        """``cols`` Z_67 columns per element from each of client and server, packed."""
+        b = zp_packed_bytes(_n(n), cols)
+        return Cost({('online', C, H): b, ('online', S, H): b}, rounds=1,
+                    step='PrivateCompare: vectors')
 
     @classmethod
     def drelu(cls, n, bits: int = 64) -> Cost:
+        """Bit shares of X (``bits - 1`` compared bits), the opening of y,
+        PrivateCompare (``bits`` columns), the helper's share of g."""
         n = _n(n)
-        own = Cost({('offline', H, S): (RING + bits - 1) * n, ('offline', C, S): RING * n,
-                    ('online', S, C): RING * n, ('online', H, S): RING * n}, rounds=2)
-        return own + cls.private_compare(n, bits)
+        return (Cost({('offline', H, S): zp_packed_bytes(n, bits - 1)},
+                     step='DReLU: bit shares of X')
+                + Cost({('offline', C, S): RING * n, ('online', S, C): RING * n}, rounds=1,
+                       step='DReLU: opening y = a + X')
+                + cls.private_compare(n, bits)
+                + Cost({('online', H, S): RING * n}, rounds=1, step='DReLU: share of g'))
+
+    @staticmethod
+    def fused_product(n) -> Cost:
+        """The product fused into a 64-bit DReLU (ReLU, and Block-ReLU's (1, 1)
+        channels): the helper's share of X g, the client's re-randomisation."""
+        n = _n(n)
+        return (Cost({('online', H, S): RING * n}, step='ReLU (fused): share of X g')
+                + Cost({('online', C, S): RING * n}, rounds=1, step='product: re-randomisation'))
 
     @classmethod
     def relu(cls, n, bits: int = 64) -> Cost:
-        return cls.drelu(n, bits) + cls.mult(n)
+        """At 64 bits (shift 0) the product is fused into the DReLU; below, a
+        DReLU and a Beaver product."""
+        if bits < 64:
+            return cls.drelu(n, bits) + cls.mult(n)
+        return cls.drelu(n, bits) + cls.fused_product(n)
 
     @classmethod
     def share_convert(cls, n) -> Cost:
         """Masked shares to the helper; it returns x's 64 bit shares, delta and eta'."""
         n = _n(n)
-        return Cost({('online', C, H): RING * n, ('online', S, H): RING * n,
-                     ('online', H, S): (64 + 2 * RING) * n},
-                    rounds=3) + cls.private_compare(n, 65)
+        return (Cost({('online', C, H): RING * n, ('online', S, H): RING * n}, rounds=1,
+                     step='ShareConvert: masked shares')
+                + Cost({('online', H, S): zp_packed_bytes(n, 64)}, rounds=1,
+                       step='ShareConvert: bit shares')
+                + Cost({('online', H, S): 2 * RING * n}, rounds=1,
+                       step='ShareConvert: delta, eta\'')
+                + cls.private_compare(n, 65))
 
     @classmethod
     def compute_msb(cls, n) -> Cost:
         n = _n(n)
-        return Cost({('offline', H, S): (RING + 64) * n,
-                     ('online', C, S): RING * n, ('online', S, C): RING * n,
-                     ('online', H, S): RING * n}, rounds=2) + cls.private_compare(n, 65)
+        return (Cost({('offline', H, S): zp_packed_bytes(n, 64)}, step='MSB: bit shares')
+                + Cost({('online', C, S): RING * n, ('online', S, C): RING * n}, rounds=1,
+                       step='MSB: opening r = 2a + X')
+                + Cost({('online', H, S): RING * n}, rounds=1, step='MSB: share of g')
+                + cls.private_compare(n, 65))
 
     @classmethod
     def drelu_securenn(cls, n) -> Cost:
         return cls.share_convert(n) + cls.compute_msb(n)
 
-
     @classmethod
     def block_relu(cls, block_sizes, n: int, height: int, width: int, bits: int = 64) -> Cost:
+        """One DReLU per patch, then the gate product of the other patches' pixels;
+        at 64 bits the (1, 1) channels' products are fused into the DReLU."""
         n_blk, m_act = block_counts(block_sizes, n, height, width)
         if n_blk == 0:
             return Cost()
-        return cls.drelu(n_blk, bits) + cls.scalar_mult(m_act, n_blk)
+        sizes = check_block_sizes(block_sizes)
+        single = int(((sizes[:, 0] == 1) & (sizes[:, 1] == 1)).sum()) * height * width * n \
+            if bits == 64 else 0
+        c = cls.drelu(n_blk, bits)
+        if single:
+            c = c + cls.fused_product(single)
+        if m_act > single:
+            c = c + cls.scalar_mult(m_act - single, n_blk - single)
+        return c
 
     @classmethod
     def max_pool2d(cls, out_numel, kernel_numel: int, bits: int = 64) -> Cost:
@@ -183,7 +234,7 @@ class Ours:
 
     @staticmethod
     def reveal_to_client(n) -> Cost:
-        return Cost({('online', S, C): RING * _n(n)}, rounds=1)
+        return Cost({('online', S, C): RING * _n(n)}, rounds=1, step='output')
 
     @staticmethod
     def local() -> Cost:

@@ -91,7 +91,9 @@ class CostReport:
             'input_shapes': [list(s) for s in self.input_shapes],
             'total': {'session': self.total.session, 'offline': self.total.offline,
                       'online': self.total.online, 'all': self.total.total(),
-                      'rounds': self.total.rounds, 'parts': parts(self.total)},
+                      'rounds': self.total.rounds, 'parts': parts(self.total),
+                      'steps': [dict(zip(('step', 'phase', 'src', 'dst', 'bytes'), r))
+                                for r in self.steps()]},
             'layers': {k: {'session': c.session, 'offline': c.offline, 'online': c.online,
                            'rounds': c.rounds} for k, c in self.layers.items()},
         }
@@ -111,6 +113,31 @@ class CostReport:
                    f'{t.rounds:>6}')
         out.append(f'all phases: {t.total():,} B for {self.num_images} image(s) '
                    f'({self.per_image():,.0f} B per image), protocol {self.protocol}')
+        return '\n'.join(out)
+
+    def steps(self) -> List[Tuple[str, str, str, str, int]]:
+        """The per-protocol profile: ``(step, phase, src, dst, bytes)`` rows, largest
+        first (steps are the protocol messages named in :mod:`.cost`; untagged
+        parts, e.g. of the reference protocol, are step ``''``)."""
+        rows = [k + (v,) for k, v in self.total.steps.items() if v]
+        return sorted(rows, key=lambda r: (-r[4], r[:4]))
+
+    def format_steps(self) -> str:
+        """A text table of :meth:`steps`: bytes per image and share of the per-image
+        (offline + online) total; session bytes are shown without a share."""
+        rows = self.steps()
+        images = max(1, self.num_images)
+        total = max(1, self.total.offline + self.total.online)
+        width = max([len(r[0]) for r in rows] + [10])
+        out = [f'{"protocol step":<{width}} {"phase":<8} {"link":<16} {"bytes/image":>14} '
+               f'{"share":>6}']
+        for step, phase, src, dst, v in rows:
+            out.append(f'{step or "(untagged)":<{width}} {phase:<8} {src + "->" + dst:<16} '
+                       f'{v / images:>14,.0f} ' + ('     -' if phase == 'session' else
+                                            f'{100 * v / total:>5.1f}%'))
+        by_phase = ', '.join(f'{p} {self.total.total(p) / images:,.0f}'
+                             for p in ('session', 'offline', 'online'))
+        out.append(f'per image: {by_phase} B (protocol {self.protocol})')
         return '\n'.join(out)
 
     def __repr__(self):

@@ -14,7 +14,8 @@ of the product). So the client runs the network on real values in the offline
 pass too, and whatever it sends that depends only on its share (the masked
 inputs of every convolution, half of every Beaver opening and of every DReLU
 opening) crosses in the offline phase. Only the server's halves, the
-comparisons, the gates and the re-randomisations are online.
+comparisons, the gates and the re-randomisations are online. PrivateCompare's
+Z_67 digits cross packed (:func:`.ring.pack_zp`, 49 B for 64 columns).
 
 Who holds what: the client passes real int64 shares in both passes; the
 server in the online pass; the helper, and the server offline, pass
@@ -29,10 +30,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..layers.block_relu import _Plan, check_block_sizes
+from ..layers.block_relu import _Plan, check_block_sizes, num_drelus
 from .prf import P
 from .ring import (DTYPE, _im2col, _pair, bits_msb_first, conv_out_shape, encode, msb,
-                   odd_add, odd_reduce, odd_sub, ring_conv2d, ring_linear, ult, wrap)
+                   odd_add, odd_reduce, odd_sub, pack_zp, ring_conv2d, ring_linear, ult,
+                   unpack_zp, wrap)
 from .session import Session
 
 Shape = Union[Sequence[int], torch.Size]
@@ -416,11 +418,10 @@ def _beaver(sess: Session, op: int, x, y, up=None) -> Tensor:
     pair = 'ch' if sess.role == 'client' else 'sh'
     a = sess.stream(pair, op, 10).ring(xs)
     if sess.role == 'client':
-        r = sess.stream('own', op, 13).ring(xs)
         if sess.is_offline:
             sess.put(op, 'c', sess.recv('helper').reshape(xs))
             sess.send('server', x - a)
-            return r
+            return _rerandomise(sess, op, xs)
         e0 = x - a
     else:
         e0 = sess.take(op, 'e0')
@@ -429,12 +430,26 @@ def _beaver(sess: Session, op: int, x, y, up=None) -> Tensor:
         sess.send('server', y - b)
         ef = sess.recv('server')
         e, f = e0 + ef[:nx].reshape(xs), up(y - b + ef[nx:].reshape(ys))
-        sess.send('server', e * up(b) + a * f + c - r)
-        return r
+        return _rerandomise(sess, op, xs, e * up(b) + a * f + c)
     e1 = x - a
     sess.send('client', torch.cat([e1.reshape(-1), (y - b).reshape(-1)]))
     e, f = e0 + e1, up(y - b + sess.recv('client').reshape(ys))
-    return e * f + e * up(b) + a * f + c + sess.recv('client').reshape(xs)
+    return _rerandomise(sess, op, xs, e * f + e * up(b) + a * f + c)
+
+
+def _rerandomise(sess: Session, op: int, shape, z: Optional[Tensor] = None) -> Tensor:
+    """End of a product: the client's share becomes R, from its own PRF (known
+    offline, so the layers after it send their client messages offline); online
+    it sends the server ``z_0 - R``, which the server adds to its share ``z_1``.
+    Without R the server would hold ``z_0 + z_1``, the product itself."""
+    if sess.role == 'client':
+        r = sess.stream('own', op, 13).ring(shape)
+        if not sess.is_offline:
+            sess.send('server', z - r)
+        return r
+    if sess.role == 'server' and not sess.is_offline:
+        return z + sess.recv('client').reshape(shape)
+    return meta(shape)
 
 
 def mult(sess: Session, x, y) -> Tensor:
@@ -481,21 +496,27 @@ def _private_compare(sess: Session, op: int, xbits_share, t_bits, beta, masks) -
     extra = total + j * (1 - bt)                          # beta=0: sum + 1; beta=1: sum
     c = torch.cat([cols, extra], 1) % P
     s, u, perm = masks
-    d = torch.gather((c * s + (u if j == 0 else -u)) % P, 1, perm).to(torch.uint8)
-    sess.send('helper', d)
+    sess.send('helper', pack_zp(torch.gather((c * s + (u if j == 0 else -u)) % P, 1, perm)))
 
 
 def _send_bit_shares(sess: Session, x: Tensor, hi: int, lo: int, stream) -> None:
     """Helper: Z_67 shares of bits ``hi .. lo`` of x for PrivateCompare; the
     client's are drawn from ``stream`` (client-helper PRF), the server's sent."""
     u = stream.zp((x.numel(), hi - lo + 1)).to(DTYPE)
-    sess.send('server', ((bits_msb_first(x, hi, lo).to(DTYPE) - u) % P).to(torch.uint8))
+    sess.send('server', pack_zp((bits_msb_first(x, hi, lo).to(DTYPE) - u) % P))
+
+
+def _recv_zp(sess: Session, peer: str, rows: int, cols: int, what: str) -> Tensor:
+    """Receive a packed Z_67 message of ``rows x cols`` digits (uint8, that shape);
+    a malformed one raises, naming ``what`` and the peer."""
+    return unpack_zp(sess.recv(peer), rows, cols, f'{sess.role}: {what} from {peer}')
 
 
 def _private_compare_result(sess: Session, n: int, cols: int) -> Tensor:
     """PrivateCompare, helper side: ``beta xor [x > t]`` (int64 0/1, (n,))."""
-    d = sess.recv('client').to(DTYPE) + sess.recv('server').to(DTYPE)
-    return ((d.reshape(n, cols) % P) == 0).any(1).to(DTYPE)
+    d = _recv_zp(sess, 'client', n, cols, 'PrivateCompare vector').to(DTYPE) + \
+        _recv_zp(sess, 'server', n, cols, 'PrivateCompare vector').to(DTYPE)
+    return ((d % P) == 0).any(1).to(DTYPE)
 
 
 def _xor_public(sess: Session, g: Tensor, c: Tensor) -> Tensor:
@@ -510,6 +531,11 @@ def _pre_shift(a: Tensor, bits: int, shift: int) -> Tensor:
 
 
 def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
+    """Shares of DReLU(x) = [x >= 0] (int64 0/1), exact at bits=64 (see :func:`_drelu`)."""
+    return _drelu(sess, x, bits, shift)
+
+
+def _drelu(sess: Session, x, bits: int, shift: int, fuse: Optional[Tensor] = None):
     """Shares of DReLU(x) = [x >= 0] (int64 0/1), exact at bits=64.
 
     With ``bits < 64`` (set per call) the compared value is the pre-shifted
@@ -520,14 +546,22 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     may turn negative.
 
     Protocol (MSB of a = y - X through the low 63-bit borrow, no
-    ShareConvert): offline, the helper draws X, sends the server
-    X1 = X - X0 (8 B) and Z_67 shares of the compared bits of X (bits - 1
-    B), and the client sends the server its half of y = a + X (8 B; its
-    share of a is known offline). Online: the server sends the client its
-    half of y (8 B), both run PrivateCompare on the compared bits of X
-    against y (``bits`` B each to the helper), and the helper sends the
-    server its share of
-    g = MSB(X) xor beta' (8 B). Then DReLU = 1 - (g xor MSB(y) xor beta).
+    ShareConvert): X = X0 + X1 with X0 from the client-helper and X1 from
+    the server-helper PRF (no message; only the helper knows X). Offline
+    the helper sends the server Z_67 shares of the compared bits of X
+    (bits - 1 digits, packed), and the client sends the server its half of
+    y = a + X (8 B; its share of a is known offline). Online: the server
+    sends the client its half of y (8 B), both run PrivateCompare on the
+    compared bits of X against y (``bits`` digits each to the helper), and
+    the helper sends the server its share of g = MSB(X) xor beta' (8 B).
+    Then DReLU = 1 - (g xor MSB(y) xor beta).
+
+    ``fuse`` (bool, one per element; public; only at bits=64, shift=0,
+    where a = x): for those elements the product ``a DReLU(a) = ReLU(a)``
+    too. The helper also sends the server its share of X g (8 B); then
+    a g = y g - X g and a (g xor c) are local, and the client re-randomises
+    its share (8 B), as after a Beaver product. Returns ``(DReLU shares of
+    all elements (flat), ReLU shares of the fused ones)`` instead.
     """
     if not 2 <= bits <= 64:
         raise ValueError(f'bits must be in [2, 64], got {bits}')
@@ -536,38 +570,58 @@ def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     n = int(np.prod(shape, dtype=np.int64))
     m = bits - 1                     # compared bits 62 .. 64 - bits
     lo = 64 - bits
+    if fuse is not None:
+        if bits != 64 or shift:
+            raise ValueError('a fused DReLU product needs bits=64 and shift=0 (a = x)')
+        fuse = torch.nonzero(fuse.reshape(-1)).reshape(-1)
     if sess.is_offline:
         if sess.role == 'helper':
-            big_x = sess.stream('own', op, 0).ring((n,))
-            sess.send('server', big_x - sess.stream('ch', op, 0).ring((n,)))
+            big_x = sess.stream('ch', op, 0).ring((n,)) + sess.stream('sh', op, 0).ring((n,))
             _send_bit_shares(sess, big_x, 62, lo, sess.stream('ch', op, 1))
             sess.put(op, 'msbx', msb(big_x))
+            if fuse is not None:
+                sess.put(op, 'x', big_x[fuse])
         elif sess.role == 'server':
-            sess.put(op, 'x1', sess.recv('helper'))
-            sess.put(op, 'v', sess.recv('helper').reshape(n, m))
+            sess.put(op, 'v', _recv_zp(sess, 'helper', n, m, 'DReLU bit shares'))
             sess.put(op, 'y0', sess.recv('client'))
         else:
             sess.send('server', _pre_shift(x.reshape(-1), bits, shift)
                       + sess.stream('ch', op, 0).ring((n,)))
         if sess.role != 'helper':  # precompute the comparison's masks
             sess.put(op, 'pc', _pc_masks(sess, op, n, m + 1))
-        return meta(shape)
+        if fuse is None:
+            return meta(shape)
+        return meta((n,)), _rerandomise(sess, op, (fuse.numel(),))
     if sess.role == 'helper':
         g = sess.take(op, 'msbx') ^ _private_compare_result(sess, n, m + 1)
         sess.send('server', g - sess.stream('ch', op, 2).ring((n,)))
-        return meta(shape)
+        if fuse is None:
+            return meta(shape)
+        nf = fuse.numel()  # and X g: the product is a g = y g - X g
+        sess.send('server', sess.take(op, 'x') * g[fuse] - sess.stream('ch', op, 3).ring((nf,)))
+        return meta((n,)), meta((nf,))
     a = _pre_shift(x.reshape(-1), bits, shift)
     if sess.role == 'client':
         y = a + sess.stream('ch', op, 0).ring((n,)) + sess.recv('server')
         xb = sess.stream('ch', op, 1).zp((n, m))
     else:
-        y_j = a + sess.take(op, 'x1')
+        y_j = a + sess.stream('sh', op, 0).ring((n,))
         sess.send('client', y_j)
         y, xb = y_j + sess.take(op, 'y0'), sess.take(op, 'v')
     beta = sess.stream('cs', op, 20).bits((n,))
     _private_compare(sess, op, xb, bits_msb_first(y, 62, lo), beta, sess.take(op, 'pc'))
     g = sess.stream('ch', op, 2).ring((n,)) if sess.role == 'client' else sess.recv('helper')
-    return _xor_public(sess, g, 1 - (msb(y) ^ beta)).reshape(shape)
+    if fuse is None:
+        return _xor_public(sess, g, 1 - (msb(y) ^ beta)).reshape(shape)
+    d = _xor_public(sess, g, 1 - (msb(y) ^ beta))
+    # shares of a g are y g_j - (X g)_j (y public to both), and
+    # a DReLU(a) = a (g xor c) is a g where c = 0, a - a g where c = 1
+    nf = fuse.numel()
+    xg = sess.stream('ch', op, 3).ring((nf,)) if sess.role == 'client' else sess.recv('helper')
+    y, g, beta = y[fuse], g[fuse], beta[fuse]
+    xg = y * g - xg
+    z = torch.where(msb(y) ^ beta == 0, a[fuse] - xg, xg)
+    return d, _rerandomise(sess, op, (nf,), z)
 
 
 def _share_odd(sess: Session, value: Tensor, stream) -> None:
@@ -618,7 +672,7 @@ def share_convert(sess: Session, a) -> Tensor:
         xb = sess.stream('ch', op, 1).zp((n, 64))
         delta = odd_reduce(sess.stream('ch', op, 2).ring((n,)))
     else:
-        xb = sess.recv('helper').reshape(n, 64)
+        xb = _recv_zp(sess, 'helper', n, 64, 'ShareConvert bit shares')
         delta = sess.recv('helper')
     eta2 = sess.stream('cs', op, 20).bits((n,))
     _private_compare(sess, op, xb, bits_msb_first(r - 1, 63, 0), eta2, sess.take(op, 'pc'))
@@ -635,8 +689,9 @@ def compute_msb(sess: Session, a) -> Tensor:
     """SecureNN ComputeMSB: Z_{2^64} shares of the top bit of ``a``, from
     Z_{2^64 - 1} shares of ``a`` (values in [0, 2^64 - 2]); exact for all of them.
 
-    In the odd ring MSB(a) = LSB(2a). Offline the helper draws X, sends the
-    server X1 = X - X0 and the Z_67 bit shares of X. Online client and server
+    In the odd ring MSB(a) = LSB(2a). X = X0 + X1 (client-helper and
+    server-helper PRFs, no message); offline the helper sends the server the
+    Z_67 bit shares of X. Online client and server
     open r = 2a + X (8 B each); then LSB(2a) = LSB(r) xor LSB(X) xor [X > r]
     (a wrap subtracts the odd 2^64 - 1). PrivateCompare gives the helper
     ``beta xor [X > r]``; it shares ``g = that xor LSB(X)`` and
@@ -647,13 +702,12 @@ def compute_msb(sess: Session, a) -> Tensor:
     n = int(np.prod(shape, dtype=np.int64))
     if sess.is_offline:
         if sess.role == 'helper':
-            big_x = odd_reduce(sess.stream('own', op, 0).ring((n,)))
-            _share_odd(sess, big_x, sess.stream('ch', op, 0))
+            big_x = odd_add(odd_reduce(sess.stream('ch', op, 0).ring((n,))),
+                            odd_reduce(sess.stream('sh', op, 0).ring((n,))))
             _send_bit_shares(sess, big_x, 63, 0, sess.stream('ch', op, 1))
             sess.put(op, 'lsbx', big_x & 1)
         elif sess.role == 'server':
-            sess.put(op, 'x1', sess.recv('helper'))
-            sess.put(op, 'v', sess.recv('helper').reshape(n, 64))
+            sess.put(op, 'v', _recv_zp(sess, 'helper', n, 64, 'MSB bit shares'))
         if sess.role != 'helper':
             sess.put(op, 'pc', _pc_masks(sess, op, n, 65))
         return meta(shape)
@@ -665,7 +719,7 @@ def compute_msb(sess: Session, a) -> Tensor:
         x_j = odd_reduce(sess.stream('ch', op, 0).ring((n,)))
         xb = sess.stream('ch', op, 1).zp((n, 64))
     else:
-        x_j, xb = sess.take(op, 'x1'), sess.take(op, 'v')
+        x_j, xb = odd_reduce(sess.stream('sh', op, 0).ring((n,))), sess.take(op, 'v')
     a_j = a.reshape(-1)
     r_j = odd_add(odd_add(a_j, a_j), x_j)
     sess.send(_other(sess), r_j)
@@ -685,7 +739,15 @@ def drelu_securenn(sess: Session, x) -> Tensor:
 
 
 def relu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
-    """ReLU(x) = x * DReLU(x); exact at the default ``bits=64``."""
+    """ReLU(x) = x * DReLU(x); exact at the default ``bits=64``.
+
+    At ``bits=64, shift=0`` the product is fused into the DReLU (the compared
+    value is x itself, see :func:`_drelu`); otherwise a Beaver product follows.
+    """
+    if bits == 64 and not shift:
+        shape = _shape(x)
+        every = torch.ones(int(np.prod(shape, dtype=np.int64)), dtype=torch.bool)
+        return _drelu(sess, x, 64, 0, every)[1].reshape(shape)
     return mult(sess, x, drelu(sess, x, bits, shift))
 
 
@@ -717,6 +779,15 @@ def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) ->
         return x * keep
     act = torch.nonzero(index < n_p).reshape(-1)
     idx = index[act]
+    # At 64 bits the patches of (1, 1) channels fuse the product into the DReLU
+    # (as relu does): the compared value is -x and x [x > 0] = x + ReLU(-x).
+    single = np.repeat((sizes[:, 0] == 1) & (sizes[:, 1] == 1), num_drelus(sizes, H, W))
+    fuse = bits == 64 and not shift and bool(single.any())
+    single = torch.from_numpy(single if fuse else np.zeros(n_p, bool))
+    multi = torch.nonzero(~single).reshape(-1)             # patches gated by a product
+    pos = torch.cumsum(single.long(), 0) - 1                # a patch's place among the singles
+    act_s, act_m = act[single[idx]], act[~single[idx]]
+    idx_m = (torch.cumsum((~single).long(), 0) - 1)[index[act_m]]
     if sess.has_data:
         flat = x.reshape(N, C * H * W)
         sums = torch.zeros((N, plan.n_slots), dtype=DTYPE).scatter_add_(
@@ -727,15 +798,26 @@ def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) ->
         if bits < 64 or shift:
             counts = torch.bincount(idx, minlength=n_p)
             neg = neg >> (torch.floor(torch.log2(counts.to(torch.float64))).to(DTYPE) + shift)
-        gates = (1 - _j(sess)) - drelu(sess, neg, bits, 0)
-        z = _beaver(sess, sess.next_op(), flat[:, act], gates, up=lambda t: t[:, idx])
         out = flat.clone()
-        out[:, act] = z
+        if fuse:
+            d, z = _drelu(sess, neg, 64, 0, single.expand(N, n_p))
+            d = d.reshape(N, n_p)
+            out[:, act_s] = flat[:, act_s] + z.reshape(N, -1)[:, pos[index[act_s]]]
+        else:
+            d = drelu(sess, neg, bits, 0)
+        gates = (1 - _j(sess)) - d[:, multi]
+        if act_m.numel():
+            out[:, act_m] = _beaver(sess, sess.next_op(), flat[:, act_m], gates,
+                                    up=lambda t: t[:, idx_m])
         out[:, index == n_p + 1] = 0
         return out.reshape(N, C, H, W)
-    drelu(sess, meta((N, n_p)), bits, 0)
-    _beaver(sess, sess.next_op(), meta((N, act.numel())), meta((N, n_p)),
-            up=lambda t: t[:, idx])
+    if fuse:
+        _drelu(sess, meta((N, n_p)), 64, 0, single.expand(N, n_p))
+    else:
+        drelu(sess, meta((N, n_p)), bits, 0)
+    if act_m.numel():
+        _beaver(sess, sess.next_op(), meta((N, act_m.numel())), meta((N, multi.numel())),
+                up=lambda t: t[:, idx_m])
     return meta((N, C, H, W))
 
 

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .prf import P
+
 DTYPE = torch.int64
 FRAC_BITS = 12
 MIN64 = -(1 << 63)
@@ -87,6 +89,103 @@ def odd_neg(a: Tensor) -> Tensor:
 
 def odd_sub(a: Tensor, b: Tensor) -> Tensor:
     return odd_add(a, odd_neg(b))
+
+
+# ------------------------------------------------- Z_67 digits on the wire
+# PrivateCompare's Z_67 values cross packed, one fixed-size record per element:
+# its columns 10 at a time as base-67 words of 61 bits (67^10 < 2^61), the last
+# r < 10 as one word of the fewest bits that hold 67^r values, the words end to
+# end in a little-endian bit stream padded to whole bytes (64 columns: 49 B,
+# 6.1 bits per digit; log2(67) = 6.07 is the floor). Fixed records keep every
+# byte count linear in the element count, as the cost model and the byte
+# budgets need.
+ZP_DIGITS = 10          # digits per full word
+_ZP_MAX_WORD = P ** ZP_DIGITS
+
+
+def _word_bits(digits: int) -> int:
+    """Bits of a word of ``digits`` base-67 digits (61 for 10)."""
+    return (P ** digits - 1).bit_length()
+
+
+def _zp_layout(cols: int):
+    """Per word of a record: (first column, digits, bit offset, bits); and the record's bits."""
+    words, pos = [], 0
+    for start in range(0, cols, ZP_DIGITS):
+        k = min(ZP_DIGITS, cols - start)
+        words.append((start, k, pos, _word_bits(k)))
+        pos += _word_bits(k)
+    return words, pos
+
+
+def zp_row_bytes(cols: int) -> int:
+    """Bytes of one element's ``cols`` packed Z_67 digits (49 for 64 columns)."""
+    return -(-_zp_layout(int(cols))[1] // 8)
+
+
+def zp_packed_bytes(rows: int, cols: int) -> int:
+    """Bytes on the wire of ``rows`` elements of ``cols`` Z_67 digits (the cost model's formula)."""
+    return int(rows) * zp_row_bytes(cols)
+
+
+def pack_zp(digits: Tensor) -> Tensor:
+    """Z_67 values ``(rows, cols)`` (any integer dtype, each in [0, 67)) as packed
+    bytes: uint8, flat, ``zp_packed_bytes(rows, cols)`` of them."""
+    rows, cols = digits.shape
+    d = np.ascontiguousarray(digits.numpy().T, dtype=np.uint64)   # d[i]: column i
+    words, _ = _zp_layout(cols)
+    nbytes = zp_row_bytes(cols)
+    out = np.zeros((rows, -(-nbytes // 8)), np.uint64)
+    for start, k, pos, bits in words:
+        acc = d[start + k - 1].copy()
+        for i in range(start + k - 2, start - 1, -1):      # Horner: base 67, first digit lowest
+            np.multiply(acc, np.uint64(P), out=acc)
+            np.add(acc, d[i], out=acc)
+        q, o = divmod(pos, 64)
+        out[:, q] |= acc << np.uint64(o)
+        if o + bits > 64:
+            out[:, q + 1] |= acc >> np.uint64(64 - o)
+    data = out.astype('<u8').view(np.uint8)[:, :nbytes]
+    return torch.from_numpy(np.ascontiguousarray(data).reshape(-1))
+
+
+def _field(src: np.ndarray, pos: int, bits: int) -> np.ndarray:
+    q, o = divmod(pos, 64)
+    v = src[:, q] >> np.uint64(o)
+    if o + bits > 64:
+        v |= src[:, q + 1] << np.uint64(64 - o)
+    return v & np.uint64((1 << bits) - 1)
+
+
+def unpack_zp(data: Tensor, rows: int, cols: int, what: str) -> Tensor:
+    """The ``(rows, cols)`` Z_67 values (uint8) of bytes made by :func:`pack_zp`.
+
+    Anything but the canonical encoding (wrong length or dtype, a word of k
+    digits >= 67^k, nonzero padding bits) raises a ValueError naming
+    ``what``: a peer's malformed message is an error, never digits.
+    """
+    rows, cols = int(rows), int(cols)
+    arr = data.numpy() if isinstance(data, Tensor) else np.asarray(data)
+    nbytes = zp_row_bytes(cols)
+    if arr.dtype != np.uint8 or arr.ndim != 1 or arr.size != rows * nbytes:
+        raise ValueError(f'{what}: expected {rows * nbytes} bytes of packed Z_67 digits '
+                         f'({rows} x {cols}), got {arr.dtype} of shape {tuple(arr.shape)}')
+    words, total = _zp_layout(cols)
+    buf = np.zeros((rows, 8 * -(-nbytes // 8)), np.uint8)
+    buf[:, :nbytes] = arr.reshape(rows, nbytes)
+    src = buf.view('<u8').astype(np.uint64)
+    if 8 * nbytes > total and _field(src, total, 8 * nbytes - total).any():
+        raise ValueError(f'{what}: nonzero padding bits in a packed Z_67 record')
+    out = np.empty((cols, rows), np.uint8)   # out[i]: column i
+    for start, k, pos, bits in words:
+        acc = _field(src, pos, bits)
+        if (acc >= np.uint64(P ** k)).any():
+            raise ValueError(f'{what}: a packed word of {k} digits is >= 67^{k} '
+                             '(not Z_67 digits)')
+        for i in range(start, start + k):
+            out[i] = acc % np.uint64(P)
+            acc //= np.uint64(P)
+    return torch.from_numpy(np.ascontiguousarray(out.T))
 
 
 def bits_msb_first(x: Tensor, hi: int, lo: int) -> Tensor:

@@ -100,7 +100,9 @@ def conv_program(sess, x, w, bias, kwargs, runs=1, key=None):
 
 
 def transcript_program(sess, x):
-    """Run a conv, ReLU, SecureNN DReLU and Block-ReLU; return every received payload (for security tests)."""
+    """Run a conv, ReLU, SecureNN DReLU and Block-ReLU; return every received payload
+    (for security tests): ``(peer, phase, raw bytes, dtype)``, and for each packed Z_67
+    message also its decoded digits, with dtype ``'z67'``."""
     received = []
     orig = {}
     for peer, conn in sess.conns.items():
@@ -111,6 +113,13 @@ def transcript_program(sess, x):
             received.append((_c.peer, phase, t.numpy().tobytes(), str(t.numpy().dtype)))
             return t
         conn.recv = rec
+    recv_zp = P._recv_zp
+
+    def rec_zp(s, peer, rows, cols, what):
+        d = recv_zp(s, peer, rows, cols, what)
+        received.append((peer, s.phase, d.numpy().tobytes(), 'z67'))
+        return d
+    P._recv_zp = rec_zp
     try:
         w = torch.randint(-2**12, 2**12, (4, x.shape[1], 3, 3))
 
@@ -124,6 +133,7 @@ def transcript_program(sess, x):
             return reveal(sess, y)
         _run(sess, body, x)
     finally:
+        P._recv_zp = recv_zp
         for peer, conn in sess.conns.items():
             conn.recv = orig[peer]
     return received

@@ -79,7 +79,7 @@ def drelu_program(sess, x):
 def attack_drelu_inputs(trio, keys, view, n):
     """The helper's attack on ``drelu(share_input(x))`` (ops 0 and 1 of run 0):
     from its view and its own keys, the DReLU inputs it can reconstruct."""
-    big_x = PRF(keys['own_helper']).stream(0, 1, 0).ring((n,))
+    big_x = PRF(keys['ch']).stream(0, 1, 0).ring((n,)) + PRF(keys['sh']).stream(0, 1, 0).ring((n,))
     xs0 = PRF(keys['ch']).stream(0, 1, 1).zp((n, 63)).numpy().astype(np.int64)
     xs1 = (bits_msb_first(big_x, 62, 0).numpy() - xs0) % 67
     (d0, d1), = V.pc_pairs(view)

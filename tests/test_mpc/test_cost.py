@@ -55,20 +55,46 @@ def test_reference_resnet18_cifar_relu_total():
 
 
 def test_ours_per_element():
-    for b in (64, 16):
-        d = ours.drelu(1, b)
-        assert d.online == 2 * b + 16 and d.offline == b + 15
-        r = ours.relu(1, b)
-        assert r.online == 2 * b + 48 and r.offline == b + 31
+    """Bytes per element, by hand. Z_67 messages are packed, one record per element:
+    63 or 64 digits in 49 B, 15 in 12 B, 16 in 13 B (test_packing.py)."""
+    d = ours.drelu(1, 64)   # offline: bit shares 49 + y 8; online: y 8 + PC 2 x 49 + g 8
+    assert (d.offline, d.online, d.rounds) == (57, 114, 3) and d.total() == 171  # was 223
+    r = ours.relu(1, 64)    # fused: g and X g (16) and the re-randomisation (8)
+    assert (r.offline, r.online, r.rounds) == (57, 130, 4) and r.total() == 187  # was 271
+    d16 = ours.drelu(1, 16)
+    assert (d16.offline, d16.online) == (12 + 8, 8 + 2 * 13 + 8)
     m = ours.mult(1)
-    assert (m.online, m.offline) == (32, 16)
-    assert ours.block_relu([[4, 4]], 1, 8, 8, 16).online == 4 * (32 + 16 + 16) + 64 * 16
+    assert (m.offline, m.online, m.rounds) == (16, 32, 2)
+    r16 = ours.relu(1, 16)   # below 64 bits: DReLU, then a Beaver product
+    assert (r16.offline, r16.online) == (d16.offline + m.offline, d16.online + m.online)
+    for f, args in [(ours.drelu, (64,)), (ours.relu, (64,)), (ours.relu, (16,)),
+                    (ours.share_convert, ()), (ours.compute_msb, ())]:
+        assert f(1000, *args) == f(1, *args) * 1000  # linear in the element count
+    # one 8 x 8 channel of 4 x 4 patches: 4 DReLUs, 64 gated activations
+    assert ours.block_relu([[4, 4]], 1, 8, 8, 16) == ours.drelu(4, 16) + ours.scalar_mult(64, 4)
+    # at 64 bits a (1, 1) channel is a fused ReLU, below it a DReLU and a Beaver product
+    mixed = [[1, 1], [4, 4], [0, 1]]
+    assert ours.block_relu(mixed, 2, 8, 8) == ours.drelu(2 * (64 + 4)) + \
+        ours.fused_product(2 * 64) + ours.scalar_mult(2 * 64, 2 * 4)
+    assert ours.block_relu([[1, 1]] * 3, 2, 8, 8) == ours.relu(2 * 3 * 64)
+    assert ours.block_relu([[1, 1]] * 3, 2, 8, 8, 16) == ours.relu(2 * 3 * 64, 16)
     sc, cm = ours.share_convert(1), ours.compute_msb(1)
-    assert (sc.online, sc.offline, sc.rounds) == (226, 0, 4)
-    assert (cm.online, cm.offline, cm.rounds) == (154, 72, 3)
-    assert ours.drelu_securenn(1).online == 380 > ours.drelu(1).online
+    assert (sc.online, sc.offline, sc.rounds) == (16 + 49 + 16 + 2 * 50, 0, 4)
+    assert (cm.online, cm.offline, cm.rounds) == (16 + 8 + 2 * 50, 49, 3)
+    assert ours.drelu_securenn(1).online > ours.drelu(1).online
     c = ours.conv2d(100, 50, 30)
     assert (c.online, c.offline, c.session) == (0, 1040, 400)
     assert ours.share_input(100).online == 800
     assert ours.conv2d(100, 50, 30, first_use=False).session == 0
-    assert ours.max_pool2d(1, 9).total() == ours.relu(8).total()
+    assert ours.max_pool2d(1, 9) == ours.relu(4) + ours.relu(2) + ours.relu(1) + ours.relu(1)
+
+
+def test_ours_steps_add_up():
+    """The per-step profile partitions the bytes: per (phase, src, dst) its sum is the part."""
+    c = ours.relu(1000) + ours.block_relu([[2, 2], [0, 1]], 2, 8, 8, 16) + \
+        ours.conv2d(100, 50, 30) * 2
+    summed = {}
+    for (step, phase, src, dst), v in c.steps.items():
+        assert step, 'every byte of ours is tagged with its protocol step'
+        summed[(phase, src, dst)] = summed.get((phase, src, dst), 0) + v
+    assert summed == dict(c.parts)

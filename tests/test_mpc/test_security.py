@@ -22,6 +22,7 @@ def _byte_stats(payloads):
 
 
 def _z67_stats(payloads):
+    """Max and chi-square of Z_67 digits (the decoded packed messages)."""
     data = np.frombuffer(b''.join(payloads), dtype=np.uint8)
     counts = np.bincount(data, minlength=67)
     exp = data.size / 67
@@ -29,11 +30,14 @@ def _z67_stats(payloads):
 
 
 def _split(received, who):
-    """Ring-element payloads (multiple of 8 bytes) and Z_67 payloads (uint8)."""
+    """Ring-element payloads (int64) and Z_67 digits (decoded from the packed
+    uint8 messages, which are not counted twice; session keys are not either)."""
     ring_p, zp_p = [], []
     for peer, phase, raw, dtype in received[who]:
-        if phase != 'session' or dtype != 'uint8':  # (session keys are 32 random bytes)
-            (zp_p if dtype == 'uint8' else ring_p).append(raw)
+        if dtype == 'int64':
+            ring_p.append(raw)
+        elif dtype == 'z67':
+            zp_p.append(raw)
     return ring_p, zp_p
 
 

@@ -7,6 +7,7 @@ what the parties' meters record) or ``reference`` (the authors' runtime).
 Example:
     python tools/analysis/secure_cost.py CONFIG --spec spec.json --bits 16 --shape 32 32
     python tools/analysis/secure_cost.py CONFIG --protocol reference --pool-before-relu
+    python tools/analysis/secure_cost.py CONFIG --shape 32 32 --steps   # where the bytes go
 """
 import json
 import sys
@@ -40,6 +41,9 @@ def parse_args(argv=None):
     parser.add_argument('--top', type=positive_int,
                         help='print only the N most expensive layers (default: all)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    parser.add_argument('--steps', action='store_true',
+                        help='print the bytes per protocol step and link (where they go) '
+                        'instead of per layer')
     args = parser.parse_args(argv)
     check_files(parser, args, 'config', 'spec')
     return args
@@ -62,7 +66,7 @@ def main(argv=None):
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
-        print(report.format(top=args.top))
+        print(report.format_steps() if args.steps else report.format(top=args.top))
 
 
 if __name__ == '__main__':
