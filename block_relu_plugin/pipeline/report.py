@@ -26,6 +26,9 @@ def plot_metric_vs_budget(summary: dict, path: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     for solver, label, style in (('exact', 'knapsack patch sizes', 'o-'),
                                  ('uniform', 'uniform patch size', 's--')):
+        if solver == 'uniform' and any('at least' in (v.get('method') or '')
+                                       for v in summary['specs'].values()):
+            label += " (>= knapsack's DReLUs)"
         pts = _points(summary, solver)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
@@ -74,7 +77,7 @@ def plot_secure_costs(summary: dict, paper: dict, path: str,
                       paper_network: Optional[dict] = None) -> str:
     plt = _pyplot()
     secure = summary['secure']
-    fig, (ax_b, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_b, ax_t) = plt.subplots(1, 2, figsize=(11, 6))
     for solver, label, style in (('exact', 'knapsack', 'o-'), ('uniform', 'uniform', 's--')):
         pts = [(p[0], secure[p[2]]) for p in _points(summary, solver) if p[2] in secure]
         if pts:
@@ -110,7 +113,8 @@ def plot_secure_costs(summary: dict, paper: dict, path: str,
         ax.set_xscale('log')
         ax.set_yscale('log')
         ax.grid(alpha=0.3, which='both')
-        ax.legend(fontsize=7)
+        # below the axes: inside, the legend hid the reference points
+        ax.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.14))
     fig.suptitle('Secure 3-party inference cost vs DReLU budget')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
