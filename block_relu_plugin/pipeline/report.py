@@ -73,7 +73,7 @@ def paper_network_costs(config: str = PAPER_NETWORK) -> dict:
     return out
 
 
-def plot_secure_costs(summary: dict, paper: dict, path: str,
+def plot_secure_costs(summary: dict, paper: Optional[dict], path: str,
                       paper_network: Optional[dict] = None) -> str:
     plt = _pyplot()
     secure = summary['secure']
@@ -94,18 +94,19 @@ def plot_secure_costs(summary: dict, paper: dict, path: str,
         ax_b.plot([100], [(base['bytes_per_image']['online'] + base['bytes_per_image']['offline'])
                           / 1e6], 'k^', alpha=0.4, label='all ReLU: online + offline')
         ax_t.plot([100], [base['time']['online_per_image']], 'k^', label='all ReLU: online')
-    # Not this network: the paper's CIFAR-100 ResNet18 has 4x the channels (16x the MACs,
-    # 4x the ReLUs). Its runtime's totals (all online; time on its machines) are set beside
-    # our cost model on that same network, the like-with-like comparison.
-    other = 'ResNet18-CIFAR full width (not this network)'
-    ax_b.plot([6, 100], [paper[0.06]['bytes'] / 1e6, paper['all_relu']['bytes'] / 1e6], 'rx',
-              ms=9, label=f'paper\'s runtime, {other}')
-    if paper_network:
-        pts = sorted((v['drelus_pct'], v['bytes'] / 1e6) for v in paper_network.values())
-        ax_b.plot([p[0] for p in pts], [p[1] for p in pts], 'r+', ms=11,
-                  label=f'ours (cost model), {other}; 6.25 %: uniform 4x4')
-    ax_t.plot([6, 100], [paper[0.06]['seconds'], paper['all_relu']['seconds']], 'rx', ms=9,
-              label=f'paper\'s runtime, {other}, its machines')
+    if paper:  # classification only: the paper's figures are for a classifier
+        # Not this network: the paper's CIFAR-100 ResNet18 has 4x the channels (16x the MACs,
+        # 4x the ReLUs). Its runtime's totals (all online; time on its machines) are set beside
+        # our cost model on that same network, the like-with-like comparison.
+        other = 'ResNet18-CIFAR full width (not this network)'
+        ax_b.plot([6, 100], [paper[0.06]['bytes'] / 1e6, paper['all_relu']['bytes'] / 1e6], 'rx',
+                  ms=9, label=f'paper\'s runtime, {other}')
+        if paper_network:
+            pts = sorted((v['drelus_pct'], v['bytes'] / 1e6) for v in paper_network.values())
+            ax_b.plot([p[0] for p in pts], [p[1] for p in pts], 'r+', ms=11,
+                      label=f'ours (cost model), {other}; 6.25 %: uniform 4x4')
+        ax_t.plot([6, 100], [paper[0.06]['seconds'], paper['all_relu']['seconds']], 'rx', ms=9,
+                  label=f'paper\'s runtime, {other}, its machines')
     ax_b.set_ylabel('MB per image (all parties)')
     ax_t.set_ylabel('seconds per image (client wall clock)')
     for ax in (ax_b, ax_t):
@@ -173,12 +174,14 @@ def secure_note(metric: str) -> str:
 def render_report(report_dir: str, summary: dict, task, paper: dict) -> None:
     """Write the plots and ``summary.md`` into ``report_dir``."""
     from ..budget.distortion import load_distortion
+    classification = summary['metric'].startswith('accuracy')
     plots = {'metric_vs_budget.png': plot_metric_vs_budget(
         summary, os.path.join(report_dir, 'metric_vs_budget.png'))}
     if summary.get('secure'):
         plots['secure_cost_vs_budget.png'] = plot_secure_costs(
-            summary, paper, os.path.join(report_dir, 'secure_cost_vs_budget.png'),
-            paper_network_costs())
+            summary, paper if classification else None,
+            os.path.join(report_dir, 'secure_cost_vs_budget.png'),
+            paper_network_costs() if classification else None)
     sites = load_distortion(summary['distortion']['dir']).sites
     knapsack = [k for k, v in summary['specs'].items() if v['solver'] == 'exact']
     if knapsack:
