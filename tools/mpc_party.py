@@ -25,22 +25,11 @@ Example (three shells / machines):
 """
 import argparse
 import json
-import math
 import os
 import sys
 
 from block_relu_plugin.utils.cli import (ArgumentParser, compared_bits, check_files,
-                                         positive_int, run_cli)
-
-
-def _margin(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float('nan')
-    if not (math.isfinite(value) and value >= 1):
-        raise argparse.ArgumentTypeError(f'must be a number >= 1, got {text!r}')
-    return value
+                                         margin, positive_int, run_cli)
 
 
 def parse_args(argv=None):
@@ -71,7 +60,7 @@ def parse_args(argv=None):
                         'shifts for the other parties')
     parser.add_argument('--calibration-images', type=positive_int, default=256,
                         help='server, below 64 bits: training images to calibrate on')
-    parser.add_argument('--margin', type=_margin, default=4.0,
+    parser.add_argument('--margin', type=margin, default=4.0,
                         help='server, below 64 bits: compared range / calibrated range (>= 1)')
     parser.add_argument('--num-images', type=positive_int, default=10,
                         help='images to run (the same at all three parties)')

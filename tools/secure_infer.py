@@ -19,22 +19,11 @@ Example:
 """
 import argparse
 import json
-import math
 import os
 import sys
 
 from block_relu_plugin.utils.cli import (ArgumentParser, compared_bits, check_files,
-                                         positive_int, run_cli)
-
-
-def _margin(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float('nan')
-    if not (math.isfinite(value) and value >= 1):
-        raise argparse.ArgumentTypeError(f'must be a number >= 1, got {text!r}')
-    return value
+                                         margin, positive_int, run_cli)
 
 
 def parse_args(argv=None):
@@ -61,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument('--calibration-images', type=positive_int, default=256,
                         help='training images that calibrate the DReLU shifts when a --*bits '
                         'is below 64')
-    parser.add_argument('--margin', type=_margin, default=4.0,
+    parser.add_argument('--margin', type=margin, default=4.0,
                         help='compared range / calibrated range per site (>= 1)')
     parser.add_argument('--full-test', action='store_true',
                         help='also run the stock test on the whole test set')

@@ -274,3 +274,15 @@ class Progress:
             self._printed_tenths = tenths
             self.stream.write(text + '\n')
         self.stream.flush()
+
+
+def margin(text: str) -> float:
+    """An argparse type: a calibration margin, a finite number >= 1."""
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f'must be a number >= 1, got {text!r}')
+    return value
