@@ -23,7 +23,6 @@ Example (three shells / machines):
     python tools/mpc_party.py --role helper --config parties.json CONFIG --shape 32 32
     python tools/mpc_party.py --role client --config parties.json CONFIG --num-images 10
 """
-import argparse
 import json
 import os
 import sys

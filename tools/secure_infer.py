@@ -17,7 +17,6 @@ Progress (images done, elapsed, left) goes to stderr.
 Example:
     python tools/secure_infer.py CONFIG CHECKPOINT --spec spec.json --bits 16 --num-images 10
 """
-import argparse
 import json
 import os
 import sys
