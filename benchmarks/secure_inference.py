@@ -171,10 +171,11 @@ def main():
           f'{ours.total.session / 1e6:.2f} MB once per session')
 
     from block_relu_plugin.mpc.cost import ours as c_ours, reference as c_ref
+    d, sn = c_ours.drelu(1024), c_ours.drelu_securenn(1024)  # bit messages: whole bytes
     print('\nPer element, 64 bits (B online + offline): DReLU used here '
-          f'{c_ours.drelu(1).online} + {c_ours.drelu(1).offline}; SecureNN ShareConvert + MSB '
-          f'as implemented here {c_ours.drelu_securenn(1).online} + '
-          f'{c_ours.drelu_securenn(1).offline}; the authors\' {c_ref.drelu(1).total()}')
+          f'{d.online / 1024:g} + {d.offline / 1024:g}; SecureNN ShareConvert + MSB '
+          f'as implemented here {sn.online / 1024:g} + {sn.offline / 1024:g}; the authors\' '
+          f'{c_ref.drelu(1).total()}')
 
     print('\nTargets:')
     for r, paper in rows:

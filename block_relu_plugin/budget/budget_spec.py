@@ -93,10 +93,10 @@ class Budget:
         the bytes of one image's channel in this budget's phase, from
         :meth:`..mpc.cost.Ours.block_relu` (its DReLUs at ``bits`` plus the
         gate product of its gated pixels; identity and zero channels cost 0).
-        The formulas are linear in the DReLU and gated-pixel counts, so the
-        channels' sum is the site's cost, and an all-``(1, 1)`` site (which
-        the compiler runs as a plain ReLU) costs the same (tested against
-        the meter).
+        Ring messages are linear in the DReLU and gated-pixel counts and bit
+        messages are padded to whole bytes per channel, so the channels' sum
+        is the site's cost, and an all-``(1, 1)`` site (which the compiler
+        runs as a plain ReLU) costs the same (tested against the meter).
 
         Args:
             sizes: ``(K, 2)`` candidate patch sizes.

@@ -97,10 +97,12 @@ Costs
 ``cost.ours.<op>(...)`` / ``cost.reference.<op>(...)`` return a ``Cost``
 (bytes per (phase, src, dst), ``.online``, ``.offline``, ``.session``,
 ``.rounds``); ops: ``handshake()``, ``conv2d(|X|, |W|, |Y|, first_use)``,
-``linear``, ``mult(n)``, ``drelu(n, bits)``, ``relu(n, bits)``,
-``block_relu(block_sizes, N, H, W, bits)``, ``max_pool2d(out_numel, K, bits)``,
-``reveal_to_client(n)``; reference also ``private_compare``, ``share_convert``,
-``msb``. ``ours`` equals the meter exactly.
+``linear``, ``mult(n)``, ``drelu(n, bits, group)``, ``relu(n, bits, group)``,
+``block_relu(block_sizes, N, H, W, bits)``, ``max_pool2d(out_numel, K, bits, group)``
+(``group``: elements per channel map, whose bit messages pad to whole bytes),
+``reveal_to_client(n)``; ours also ``compare``, ``share_convert``, ``compute_msb``;
+reference also ``private_compare``, ``share_convert``, ``msb``. ``ours`` equals the
+meter exactly.
 """
 from . import cost, ring
 from .launch import LocalCluster, load_config, open_session, run_local, run_passes

@@ -76,6 +76,7 @@ from ..conversion.split import split_reused_relus
 from ..layers.block_relu import BlockReLU, check_block_sizes
 from . import cost as _cost
 from . import protocols as P
+from .bits import channel_group
 from .calibrate import check_ranges, choose_shift, compared_range
 from .ring import FRAC_BITS, conv_out_shape, decode, encode
 
@@ -244,7 +245,7 @@ class SecureReLU(SecureModule):
 
     def cost(self, protocol, x, first_use):
         if self.block_sizes is None:
-            return protocol.relu(x.numel(), self.bits), x
+            return protocol.relu(x.numel(), self.bits, channel_group(x.shape)), x
         shape = tuple(x.shape) + (1, 1) if x.dim() == 2 else tuple(x.shape)
         n, _, h, w = shape
         return protocol.block_relu(self._sizes(x), n, h, w, self.bits), x
@@ -278,7 +279,7 @@ class SecureMaxPool2d(SecureModule):
     def cost(self, protocol, x, first_use):
         y = _pool_out_shape(x.shape, self.kernel_size, self.stride, self.padding)
         k = self.kernel_size[0] * self.kernel_size[1]
-        return protocol.max_pool2d(_numel(y), k, self.bits), P.meta(y)
+        return protocol.max_pool2d(_numel(y), k, self.bits, channel_group(y)), P.meta(y)
 
 
 class SecureAvgPool2d(SecureModule):

@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ..layers.block_relu import check_block_sizes, num_drelus
+from .bits import ComparePlan, message_bytes, uniform_groups, word_bytes
 from .ring import zp_packed_bytes
 
 C, S, H = 'client', 'server', 'helper'
@@ -101,9 +102,9 @@ class Ours:
 
     Every part is tagged with the protocol step that sends it (``Cost.steps``),
     which is the per-protocol profile of :meth:`.costmodel.CostReport.format_steps`.
-    Z_67 messages are packed (:func:`.ring.zp_packed_bytes`), a fixed-size
-    record per element (49 B for 64 columns), so every formula stays linear
-    in the element counts.
+    Bit messages are packed whole (``ceil(bits / 8)`` bytes per message,
+    :mod:`.bits`); SecureNN's Z_67 messages a fixed-size record per element
+    (:func:`.ring.zp_packed_bytes`, 49 B for 64 columns).
     """
 
     @staticmethod
@@ -131,54 +132,79 @@ class Ours:
     linear = conv2d
 
     @staticmethod
-    def scalar_mult(m, k) -> Cost:
-        """Beaver product of m elements by a k-element vector upsampled to m:
-        E_0 offline; F_0, [E_1 | F_1] and the client's re-randomised share online."""
-        m, k = _n(m), _n(k)
-        return (Cost({('offline', H, C): RING * m}, step='product: triple C_0')
-                + Cost({('offline', C, S): RING * m}, step='product: E_0')
-                + Cost({('online', C, S): RING * k, ('online', S, C): RING * (m + k)},
+    def mult(n) -> Cost:
+        """Beaver product of two n-element tensors: E_0 offline; F_0, [E_1 | F_1]
+        and the client's re-randomised share online."""
+        n = _n(n)
+        return (Cost({('offline', H, C): RING * n}, step='product: triple C_0')
+                + Cost({('offline', C, S): RING * n}, step='product: E_0')
+                + Cost({('online', C, S): RING * n, ('online', S, C): 2 * RING * n},
                        rounds=2, step='product: openings F_0, [E_1 | F_1]')
-                + Cost({('online', C, S): RING * m}, step='product: re-randomisation'))
-
-    @classmethod
-    def mult(cls, n) -> Cost:
-        return cls.scalar_mult(n, n)
+                + Cost({('online', C, S): RING * n}, step='product: re-randomisation'))
 
     @staticmethod
     def private_compare(n, cols: int = 64) -> Cost:
-        """``cols`` Z_67 columns per element from each of client and server, packed."""
+        """``cols`` Z_67 columns per element from each of client and server, packed
+        (SecureNN's comparison, used by :meth:`share_convert` and :meth:`compute_msb`)."""
         b = zp_packed_bytes(_n(n), cols)
         return Cost({('online', C, H): b, ('online', S, H): b}, rounds=1,
                     step='PrivateCompare: vectors')
 
-    @classmethod
-    def drelu(cls, n, bits: int = 64) -> Cost:
-        """Bit shares of X (``bits - 1`` compared bits), the opening of y,
-        PrivateCompare (``bits`` columns), the helper's share of g."""
-        n = _n(n)
-        return (Cost({('offline', H, S): zp_packed_bytes(n, bits - 1)},
-                     step='DReLU: bit shares of X')
-                + Cost({('offline', C, S): RING * n, ('online', S, C): RING * n}, rounds=1,
-                       step='DReLU: opening y = a + X')
-                + cls.private_compare(n, bits)
-                + Cost({('online', H, S): RING * n}, rounds=1, step='DReLU: share of g'))
-
     @staticmethod
-    def fused_product(n) -> Cost:
-        """The product fused into a 64-bit DReLU (ReLU, and Block-ReLU's (1, 1)
-        channels): the helper's share of X g, the client's re-randomisation."""
-        n = _n(n)
-        return (Cost({('online', H, S): RING * n}, step='ReLU (fused): share of X g')
-                + Cost({('online', C, S): RING * n}, rounds=1, step='product: re-randomisation'))
+    def compare(n, bits: int = 64, fused: int = 0, selected: int = 0, groups=None) -> Cost:
+        """One DReLU call (:func:`.protocols._drelu`) over n elements, with
+        ``fused`` ReLU products and ``selected`` gated multiplicands; its bit
+        messages pad each of ``groups`` (element counts; default one group)
+        to whole bytes, so the bytes are additive over groups (channels).
+
+        Offline: the helper's dealt bits (one-hot leaves, MSB(X), AND
+        corrections: one packed message) and ring shares ([r] per element,
+        [X r] per fused product, [A r] per multiplicand); the client's half of
+        y (``bits``-bit words) and of v - A. Online: the server's halves, one
+        exchange of packed bits per tree level, the masked bit e, and the
+        client's re-randomisation of the products.
+        """
+        n, nf, ms = _n(n), _n(fused), _n(selected)
+        g = [n] if groups is None else groups
+        plan = ComparePlan(bits)
+        w = word_bytes(bits) * n
+        c = (Cost({('offline', H, S): message_bytes(g, plan.leaf_bits + 1 + plan.triple_bits)},
+                  step='DReLU: dealt bits (leaves, MSB(X), AND triples)')
+             + Cost({('offline', H, S): RING * n}, step='DReLU: dealt [r]')
+             + Cost({('offline', C, S): w, ('online', S, C): w}, rounds=1,
+                    step='DReLU: opening y = a + X'))
+        for p, e in plan.levels:
+            b = message_bytes(g, 2 * p + e)
+            c = c + Cost({('online', C, S): b, ('online', S, C): b}, rounds=1,
+                         step='DReLU: comparison tree openings')
+        b = message_bytes(g, 1)
+        c = c + Cost({('online', C, S): b, ('online', S, C): b}, rounds=1,
+                     step='DReLU: masked bit e')
+        if nf:
+            c = c + Cost({('offline', H, S): RING * nf}, step='ReLU (fused): dealt [X r]')
+        if ms:
+            c = c + Cost({('offline', H, S): RING * ms}, step='product: dealt [A r]') + \
+                Cost({('offline', C, S): RING * ms, ('online', S, C): RING * ms},
+                     step='product: opening v - A')
+        if nf + ms:
+            c = c + Cost({('online', C, S): RING * (nf + ms)}, rounds=1,
+                         step='product: re-randomisation')
+        return c
 
     @classmethod
-    def relu(cls, n, bits: int = 64) -> Cost:
-        """At 64 bits (shift 0) the product is fused into the DReLU; below, a
-        DReLU and a Beaver product."""
+    def drelu(cls, n, bits: int = 64, group=None) -> Cost:
+        """Arithmetic shares of DReLU: the comparison and the opening of e.
+        ``group``: elements per padding group (a channel's map; None: one)."""
+        return cls.compare(n, bits, groups=uniform_groups(_n(n), group))
+
+    @classmethod
+    def relu(cls, n, bits: int = 64, group=None) -> Cost:
+        """At 64 bits (shift 0) the product is fused into the DReLU; below, x is
+        a selected multiplicand of its own DReLU bit. ``group`` as in :meth:`drelu`."""
+        groups = uniform_groups(_n(n), group)
         if bits < 64:
-            return cls.drelu(n, bits) + cls.mult(n)
-        return cls.drelu(n, bits) + cls.fused_product(n)
+            return cls.compare(n, bits, selected=n, groups=groups)
+        return cls.compare(n, bits, fused=n, groups=groups)
 
     @classmethod
     def share_convert(cls, n) -> Cost:
@@ -207,28 +233,26 @@ class Ours:
 
     @classmethod
     def block_relu(cls, block_sizes, n: int, height: int, width: int, bits: int = 64) -> Cost:
-        """One DReLU per patch, then the gate product of the other patches' pixels;
-        at 64 bits the (1, 1) channels' products are fused into the DReLU."""
+        """One DReLU per patch that also gates the active pixels; at 64 bits the
+        (1, 1) channels' products are fused into it."""
         n_blk, m_act = block_counts(block_sizes, n, height, width)
         if n_blk == 0:
             return Cost()
         sizes = check_block_sizes(block_sizes)
         single = int(((sizes[:, 0] == 1) & (sizes[:, 1] == 1)).sum()) * height * width * n \
             if bits == 64 else 0
-        c = cls.drelu(n_blk, bits)
-        if single:
-            c = c + cls.fused_product(single)
-        if m_act > single:
-            c = c + cls.scalar_mult(m_act - single, n_blk - single)
-        return c
+        counts = num_drelus(sizes, height, width)
+        return cls.compare(n_blk, bits, fused=single, selected=m_act - single,
+                           groups=np.tile(counts[counts > 0], n))
 
     @classmethod
-    def max_pool2d(cls, out_numel, kernel_numel: int, bits: int = 64) -> Cost:
-        """Tree of pairwise maxima: one batched ReLU per level."""
+    def max_pool2d(cls, out_numel, kernel_numel: int, bits: int = 64, group=None) -> Cost:
+        """Tree of pairwise maxima: one batched ReLU per level (``group``: the
+        output map's elements per channel)."""
         n, k = _n(out_numel), int(kernel_numel)
         total = Cost()
         while k > 1:
-            total = total + cls.relu(n * (k // 2), bits)
+            total = total + cls.relu(n * (k // 2), bits, group)
             k = k // 2 + k % 2
         return total
 
@@ -289,12 +313,13 @@ class Reference:
                     rounds=2) + cls.private_compare(n, bits) + cls.mult(n)
 
     @classmethod
-    def drelu(cls, n, bits: int = 64) -> Cost:
-        """6b + 112 bytes per element (496 at b = 64)."""
+    def drelu(cls, n, bits: int = 64, group=None) -> Cost:
+        """6b + 112 bytes per element (496 at b = 64); ``group`` is unused (the
+        authors' messages are per element)."""
         return cls.share_convert(n, bits) + cls.msb(n, bits)
 
     @classmethod
-    def relu(cls, n, bits: int = 64) -> Cost:
+    def relu(cls, n, bits: int = 64, group=None) -> Cost:
         """6b + 152 bytes per element (536 at b = 64)."""
         return cls.drelu(n, bits) + cls.mult(n)
 
@@ -309,7 +334,7 @@ class Reference:
              ('online', H, C): 8 * m_act}, rounds=2)
 
     @classmethod
-    def max_pool2d(cls, out_numel, kernel_numel: int = 9, bits: int = 64) -> Cost:
+    def max_pool2d(cls, out_numel, kernel_numel: int = 9, bits: int = 64, group=None) -> Cost:
         """(K - 1) sequential DReLU + multiply steps per output: 8 (6b + 152) for 3x3."""
         k = int(kernel_numel) - 1
         c = cls.relu(_n(out_numel), bits) * k

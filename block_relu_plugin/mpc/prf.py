@@ -57,11 +57,12 @@ class Stream:
         n = int(np.prod(shape, dtype=np.int64))
         return torch.from_numpy(self.bytes(8 * n).view(np.int64).copy()).reshape(tuple(shape))
 
-    def bits(self, shape) -> Tensor:
-        """Uniform bits as int64 0/1."""
+    def bits(self, shape, dtype=torch.int64) -> Tensor:
+        """Uniform bits as 0/1 of ``dtype`` (int64 or uint8)."""
         n = int(np.prod(shape, dtype=np.int64))
         b = np.unpackbits(self.bytes((n + 7) // 8))[:n]
-        return torch.from_numpy(b.astype(np.int64)).reshape(tuple(shape))
+        return torch.from_numpy(b if dtype == torch.uint8 else b.astype(np.int64)
+                                ).to(dtype).reshape(tuple(shape))
 
     def _mod(self, n: int, m: int) -> np.ndarray:
         """``n`` uniform values in [0, m) for m <= 256, by rejection of bytes."""

@@ -14,8 +14,11 @@ of the product). So the client runs the network on real values in the offline
 pass too, and whatever it sends that depends only on its share (the masked
 inputs of every convolution, half of every Beaver opening and of every DReLU
 opening) crosses in the offline phase. Only the server's halves, the
-comparisons, the gates and the re-randomisations are online. PrivateCompare's
-Z_67 digits cross packed (:func:`.ring.pack_zp`, 49 B for 64 columns).
+comparisons, the gates and the re-randomisations are online. DReLU is a
+comparison over bits the helper deals (:func:`_drelu`; the helper receives
+nothing); SecureNN's ShareConvert and MSB, kept as the paper's reference
+path, use PrivateCompare, whose Z_67 digits cross packed
+(:func:`.ring.pack_zp`, 49 B for 64 columns).
 
 Who holds what: the client passes real int64 shares in both passes; the
 server in the online pass; the helper, and the server offline, pass
@@ -31,6 +34,8 @@ import torch
 from torch import Tensor
 
 from ..layers.block_relu import _Plan, check_block_sizes, num_drelus
+from .bits import (ComparePlan, channel_group, pack_rows, pack_words, uniform_groups, unpack_rows,
+                   unpack_words)
 from .prf import P
 from .ring import (DTYPE, _im2col, _pair, bits_msb_first, conv_out_shape, encode, msb,
                    odd_add, odd_reduce, odd_sub, pack_zp, ring_conv2d, ring_linear, ult,
@@ -391,25 +396,24 @@ def linear(sess: Session, x, weight, bias: Optional[Tensor] = None,
 
 
 # ------------------------------------------------------------------ multiplication
-def _beaver(sess: Session, op: int, x, y, up=None) -> Tensor:
-    """Beaver product ``x * up(y)``; ``up`` maps y-shaped to x-shaped (public).
+def _beaver(sess: Session, op: int, x, y) -> Tensor:
+    """Beaver product ``x * y`` of two shared tensors of one shape.
 
-    ``x``'s client share is known offline (see the module doc), ``y`` (a gate)
-    is not. Offline: the helper sends the client C0 = A * up(B) - C1 and the
-    client sends the server E_0 = X_0 - A_0. Online: the client sends F_0,
-    the server [E_1 | F_1] in one message; Z_j = j E up(F) + E up(B_j) +
-    A_j up(F) + C_j; the client then sends the server Z_0 - R (R: its own
-    PRF) and keeps R, so its output share is again known offline.
+    ``x``'s client share is known offline (see the module doc), ``y``'s may
+    not be. Offline: the helper sends the client C0 = A B - C1 and the client
+    sends the server E_0 = X_0 - A_0. Online: the client sends F_0, the server
+    [E_1 | F_1] in one message; Z_j = j E F + E B_j + A_j F + C_j; the client
+    then sends the server Z_0 - R (R: its own PRF) and keeps R, so its output
+    share is again known offline.
     """
-    xs, ys = _shape(x), _shape(y)
+    xs = _shape(x)
     nx = int(np.prod(xs, dtype=np.int64))
-    up = up or (lambda t: t)
     if sess.role == 'helper':
         if sess.is_offline:
-            a0, b0 = sess.stream('ch', op, 10).ring(xs), sess.stream('ch', op, 11).ring(ys)
-            a1, b1 = sess.stream('sh', op, 10).ring(xs), sess.stream('sh', op, 11).ring(ys)
+            a0, b0 = sess.stream('ch', op, 10).ring(xs), sess.stream('ch', op, 11).ring(xs)
+            a1, b1 = sess.stream('sh', op, 10).ring(xs), sess.stream('sh', op, 11).ring(xs)
             c1 = sess.stream('sh', op, 12).ring(xs)
-            sess.send('client', (a0 + a1) * up(b0 + b1) - c1)
+            sess.send('client', (a0 + a1) * (b0 + b1) - c1)
         return meta(xs)
     if sess.role == 'server' and sess.is_offline:
         sess.put(op, 'c', sess.stream('sh', op, 12).ring(xs))
@@ -425,16 +429,16 @@ def _beaver(sess: Session, op: int, x, y, up=None) -> Tensor:
         e0 = x - a
     else:
         e0 = sess.take(op, 'e0')
-    b, c = sess.stream(pair, op, 11).ring(ys), sess.take(op, 'c')
+    b, c = sess.stream(pair, op, 11).ring(xs), sess.take(op, 'c')
     if sess.role == 'client':
         sess.send('server', y - b)
         ef = sess.recv('server')
-        e, f = e0 + ef[:nx].reshape(xs), up(y - b + ef[nx:].reshape(ys))
-        return _rerandomise(sess, op, xs, e * up(b) + a * f + c)
+        e, f = e0 + ef[:nx].reshape(xs), y - b + ef[nx:].reshape(xs)
+        return _rerandomise(sess, op, xs, e * b + a * f + c)
     e1 = x - a
     sess.send('client', torch.cat([e1.reshape(-1), (y - b).reshape(-1)]))
-    e, f = e0 + e1, up(y - b + sess.recv('client').reshape(ys))
-    return _rerandomise(sess, op, xs, e * f + e * up(b) + a * f + c)
+    e, f = e0 + e1, y - b + sess.recv('client').reshape(xs)
+    return _rerandomise(sess, op, xs, e * f + e * b + a * f + c)
 
 
 def _rerandomise(sess: Session, op: int, shape, z: Optional[Tensor] = None) -> Tensor:
@@ -532,96 +536,203 @@ def _pre_shift(a: Tensor, bits: int, shift: int) -> Tensor:
 
 def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     """Shares of DReLU(x) = [x >= 0] (int64 0/1), exact at bits=64 (see :func:`_drelu`)."""
-    return _drelu(sess, x, bits, shift)
+    shape = _shape(x)
+    return _drelu(sess, x, bits, shift, arith=True,
+                  groups=uniform_groups(np.prod(shape, dtype=np.int64), channel_group(shape)))[0]
 
 
-def _drelu(sess: Session, x, bits: int, shift: int, fuse: Optional[Tensor] = None):
-    """Shares of DReLU(x) = [x >= 0] (int64 0/1), exact at bits=64.
+def _recv_bits(sess: Session, peer: str, groups, n: int, k: int, what: str) -> Tensor:
+    """Receive ``(n, k)`` packed bits (:func:`.bits.pack_rows`; uint8 0/1); a
+    malformed message raises, naming ``what`` and the peer."""
+    return unpack_rows(sess.recv(peer), groups, n, k, f'{sess.role}: {what} from {peer}')
+
+
+def _recv_words(sess: Session, peer: str, n: int, bits: int, what: str) -> Tensor:
+    """Receive ``n`` ring values sent as their top ``bits`` bits (:func:`.bits.pack_words`)."""
+    return unpack_words(sess.recv(peer), n, bits, f'{sess.role}: {what} from {peer}')
+
+
+def _exchange_bits(sess: Session, mine: Tensor, groups, what: str) -> Tensor:
+    """Client and server open XOR-shared bits ``(n, k)`` to each other (both
+    send, then receive: one round); returns ``mine xor theirs``."""
+    peer = _other(sess)
+    sess.send(peer, pack_rows(mine, groups))
+    return mine ^ _recv_bits(sess, peer, groups, *mine.shape, what)
+
+
+def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
+           fuse: Optional[Tensor] = None, select=None, groups=None):
+    """DReLU(x) = [x >= 0] over the bits of a dealt mask, and the products it gates.
 
     With ``bits < 64`` (set per call) the compared value is the pre-shifted
-    ``(x >> shift) << (64 - bits)`` (local truncation, then an exact left
-    shift)``: its sign is computed exactly, so the result is right whenever
+    ``a = (x >> shift) << (64 - bits)`` (local truncation, then an exact left
+    shift): its sign is computed exactly, so the result is right whenever
     ``-2^(bits-1+shift) + 2^shift <= x < 2^(bits-1+shift)`` ulp, apart from
     ``0 <= x < 2^shift``, which the local truncation (-1 ulp of ``2^shift``)
-    may turn negative.
+    may turn negative. At bits=64, shift=0, a = x and DReLU is exact.
 
-    Protocol (MSB of a = y - X through the low 63-bit borrow, no
-    ShareConvert): X = X0 + X1 with X0 from the client-helper and X1 from
-    the server-helper PRF (no message; only the helper knows X). Offline
-    the helper sends the server Z_67 shares of the compared bits of X
-    (bits - 1 digits, packed), and the client sends the server its half of
-    y = a + X (8 B; its share of a is known offline). Online: the server
-    sends the client its half of y (8 B), both run PrivateCompare on the
-    compared bits of X against y (``bits`` digits each to the helper), and
-    the helper sends the server its share of g = MSB(X) xor beta' (8 B).
-    Then DReLU = 1 - (g xor MSB(y) xor beta).
+    Protocol (the helper only deals; it receives nothing). X = X0 + X1, X0
+    from the client-helper and X1 from the server-helper PRF, each with its
+    low ``64 - bits`` bits zero; y = a + X is opened to client and server
+    (the client's half offline, the server's online; ``bits`` bits each).
+    MSB(a) = MSB(y) xor MSB(X) xor [X > y] on the compared bits 62 .. 64 -
+    bits. The comparison is a tree over 3-bit digits (:class:`.bits.ComparePlan`):
+    offline the helper deals XOR shares of the one-hot vector of every digit
+    of X (the client's from the client-helper PRF, the server's sent packed),
+    of MSB(X), and of AND triples (operands from the PRFs, the server's
+    product share sent); online each digit gives shares of [v > t] and
+    [v = t] locally, and each tree level merges neighbours with two Beaver
+    ANDs sharing one operand (GT = GT_hi xor EQ_hi GT_lo, EQ = EQ_hi EQ_lo),
+    both parties opening their masked bits at once. The XOR share d of DReLU
+    is then opened masked by a dealt bit r: e = d xor r (public to client and
+    server, uniform to each), and with [r] dealt in Z_{2^64}:
 
-    ``fuse`` (bool, one per element; public; only at bits=64, shift=0,
-    where a = x): for those elements the product ``a DReLU(a) = ReLU(a)``
-    too. The helper also sends the server its share of X g (8 B); then
-    a g = y g - X g and a (g xor c) are local, and the client re-randomises
-    its share (8 B), as after a Beaver product. Returns ``(DReLU shares of
-    all elements (flat), ReLU shares of the fused ones)`` instead.
+    * ``arith``: [DReLU] = e + (1 - 2e)[r];
+    * ``fuse`` (bool, one per element; bits=64, shift=0): ReLU(a) = a DReLU
+      = e a + (1 - 2e)(y [r] - [X r]), [X r] dealt;
+    * ``select = (v, idx)``: ``v g[idx]`` for the multiplicands v (flat) and
+      g = DReLU, or ``1 - DReLU`` if ``select[2]`` is True: v - A is opened (A
+      dealt; the client's half offline) and v r = (v - A) r + A r, [A r] dealt.
+
+    The products' client shares are then re-randomised (8 B each, as after a
+    Beaver product), so they are known offline. Bit messages pad each of
+    ``groups`` (element counts, e.g. channels; default one group) to whole
+    bytes (:func:`.bits.pack_rows`). Returns ``(arithmetic DReLU
+    shares (x's shape) or None, fused ReLU shares (flat) or None, selected
+    products (flat) or None)``.
     """
-    if not 2 <= bits <= 64:
-        raise ValueError(f'bits must be in [2, 64], got {bits}')
+    plan = ComparePlan(bits)
     op = sess.next_op()
     shape = _shape(x)
     n = int(np.prod(shape, dtype=np.int64))
-    m = bits - 1                     # compared bits 62 .. 64 - bits
     lo = 64 - bits
+    j = _j(sess)
+    pair = 'ch' if j == 0 else 'sh'
+    fidx = None
     if fuse is not None:
         if bits != 64 or shift:
             raise ValueError('a fused DReLU product needs bits=64 and shift=0 (a = x)')
-        fuse = torch.nonzero(fuse.reshape(-1)).reshape(-1)
+        fidx = torch.nonzero(fuse.reshape(-1)).reshape(-1)
+    nf = 0 if fidx is None else fidx.numel()
+    if select is not None:
+        sel_v, sel_idx = select[0], select[1].reshape(-1)
+        flip = len(select) > 2 and bool(select[2])
+    ms = 0 if select is None else sel_idx.numel()
+    dealt = plan.leaf_bits + 1 + plan.triple_bits   # per element: leaves, MSB(X), ANDs
     if sess.is_offline:
         if sess.role == 'helper':
-            big_x = sess.stream('ch', op, 0).ring((n,)) + sess.stream('sh', op, 0).ring((n,))
-            _send_bit_shares(sess, big_x, 62, lo, sess.stream('ch', op, 1))
-            sess.put(op, 'msbx', msb(big_x))
-            if fuse is not None:
-                sess.put(op, 'x', big_x[fuse])
-        elif sess.role == 'server':
-            sess.put(op, 'v', _recv_zp(sess, 'helper', n, m, 'DReLU bit shares'))
-            sess.put(op, 'y0', sess.recv('client'))
-        else:
-            sess.send('server', _pre_shift(x.reshape(-1), bits, shift)
-                      + sess.stream('ch', op, 0).ring((n,)))
-        if sess.role != 'helper':  # precompute the comparison's masks
-            sess.put(op, 'pc', _pc_masks(sess, op, n, m + 1))
-        if fuse is None:
-            return meta(shape)
-        return meta((n,)), _rerandomise(sess, op, (fuse.numel(),))
+            big_x = (sess.stream('ch', op, 0).ring((n,)) << lo) + \
+                (sess.stream('sh', op, 0).ring((n,)) << lo)
+            parts = [plan.one_hot(big_x) ^ sess.stream('ch', op, 1).bits((n, plan.leaf_bits),
+                                                                      torch.uint8),
+                     msb(big_x).to(torch.uint8).reshape(n, 1)
+                     ^ sess.stream('ch', op, 2).bits((n, 1), torch.uint8)]
+            for lv, (p, e) in enumerate(plan.levels):
+                m0, m1 = (sess.stream(k, op, 100 + lv).bits((n, 2 * p + e), torch.uint8)
+                          for k in ('ch', 'sh'))
+                m = m0 ^ m1
+                a = m[:, :p]
+                c = torch.cat([a & m[:, p:2 * p], a[:, :e] & m[:, 2 * p:]], 1)
+                parts.append(c ^ sess.stream('ch', op, 200 + lv).bits((n, p + e), torch.uint8))
+            sess.send('server', pack_rows(torch.cat(parts, 1), groups))
+            r = sess.stream('ch', op, 5).bits((n,)) ^ sess.stream('sh', op, 5).bits((n,))
+            ring = [r - sess.stream('ch', op, 6).ring((n,))]
+            if nf:
+                ring.append(big_x[fidx] * r[fidx] - sess.stream('ch', op, 7).ring((nf,)))
+            if ms:
+                big_a = sess.stream('ch', op, 8).ring((ms,)) + sess.stream('sh', op, 8).ring((ms,))
+                ring.append(big_a * r[sel_idx] - sess.stream('ch', op, 9).ring((ms,)))
+            sess.send('server', torch.cat(ring))
+            return _outputs(arith, shape, nf, ms)
+        if sess.role == 'server':
+            sess.put(op, 'bits', _recv_bits(sess, 'helper', groups, n, dealt, 'DReLU dealt bits'))
+            sess.put(op, 'ring', sess.recv('helper').reshape(n + nf + ms))
+            sess.put(op, 'y0', _recv_words(sess, 'client', n, bits, 'DReLU opening of y'))
+            if ms:
+                sess.put(op, 'e0', sess.recv('client').reshape(ms))
+            return _outputs(arith, shape, nf, ms)
+        a = _pre_shift(x.reshape(-1), bits, shift)
+        sess.send('server', pack_words(a + (sess.stream('ch', op, 0).ring((n,)) << lo), bits))
+        if ms:
+            sess.send('server', sel_v.reshape(-1) - sess.stream('ch', op, 8).ring((ms,)))
+        return _outputs(arith, shape, nf, ms, _rerandomise(sess, op, (nf + ms,))
+                        if nf + ms else None)
     if sess.role == 'helper':
-        g = sess.take(op, 'msbx') ^ _private_compare_result(sess, n, m + 1)
-        sess.send('server', g - sess.stream('ch', op, 2).ring((n,)))
-        if fuse is None:
-            return meta(shape)
-        nf = fuse.numel()  # and X g: the product is a g = y g - X g
-        sess.send('server', sess.take(op, 'x') * g[fuse] - sess.stream('ch', op, 3).ring((nf,)))
-        return meta((n,)), meta((nf,))
+        return _outputs(arith, shape, nf, ms)
     a = _pre_shift(x.reshape(-1), bits, shift)
-    if sess.role == 'client':
-        y = a + sess.stream('ch', op, 0).ring((n,)) + sess.recv('server')
-        xb = sess.stream('ch', op, 1).zp((n, m))
+    y_j = a + (sess.stream(pair, op, 0).ring((n,)) << lo)
+    if ms:
+        big_a = sess.stream(pair, op, 8).ring((ms,))
+        v = sel_v.reshape(-1)
+    if j == 1:
+        sess.send('client', pack_words(y_j, bits))
+        if ms:
+            sess.send('client', v - big_a)
+        y = y_j + sess.take(op, 'y0')
+        if ms:
+            big_e = v - big_a + sess.take(op, 'e0')
+        leaf, msbx, *triples = torch.split(sess.take(op, 'bits'), [plan.leaf_bits, 1] + [
+            p + e for p, e in plan.levels], 1)
+        ring = sess.take(op, 'ring')
+        r_a, xr, ar = ring[:n], ring[n:n + nf], ring[n + nf:]
     else:
-        y_j = a + sess.stream('sh', op, 0).ring((n,))
-        sess.send('client', y_j)
-        y, xb = y_j + sess.take(op, 'y0'), sess.take(op, 'v')
-    beta = sess.stream('cs', op, 20).bits((n,))
-    _private_compare(sess, op, xb, bits_msb_first(y, 62, lo), beta, sess.take(op, 'pc'))
-    g = sess.stream('ch', op, 2).ring((n,)) if sess.role == 'client' else sess.recv('helper')
-    if fuse is None:
-        return _xor_public(sess, g, 1 - (msb(y) ^ beta)).reshape(shape)
-    d = _xor_public(sess, g, 1 - (msb(y) ^ beta))
-    # shares of a g are y g_j - (X g)_j (y public to both), and
-    # a DReLU(a) = a (g xor c) is a g where c = 0, a - a g where c = 1
-    nf = fuse.numel()
-    xg = sess.stream('ch', op, 3).ring((nf,)) if sess.role == 'client' else sess.recv('helper')
-    y, g, beta = y[fuse], g[fuse], beta[fuse]
-    xg = y * g - xg
-    z = torch.where(msb(y) ^ beta == 0, a[fuse] - xg, xg)
-    return d, _rerandomise(sess, op, (nf,), z)
+        y = y_j + _recv_words(sess, 'server', n, bits, 'DReLU opening of y')
+        if ms:
+            big_e = v - big_a + sess.recv('server').reshape(ms)
+        leaf = sess.stream('ch', op, 1).bits((n, plan.leaf_bits), torch.uint8)
+        msbx = sess.stream('ch', op, 2).bits((n, 1), torch.uint8)
+        triples = [sess.stream('ch', op, 200 + lv).bits((n, p + e), torch.uint8)
+                   for lv, (p, e) in enumerate(plan.levels)]
+        r_a = sess.stream('ch', op, 6).ring((n,))
+        xr = sess.stream('ch', op, 7).ring((nf,)) if nf else None
+        ar = sess.stream('ch', op, 9).ring((ms,)) if ms else None
+    gt, eq = plan.leaves(leaf, y)
+    for lv, (p, e) in enumerate(plan.levels):
+        m = sess.stream(pair, op, 100 + lv).bits((n, 2 * p + e), torch.uint8)
+        am, bm, bm2 = m[:, :p], m[:, p:2 * p], m[:, 2 * p:]
+        hi_gt, hi_eq = gt[:, 0:2 * p:2], eq[:, 0:2 * p:2]
+        lo_gt, lo_eq = gt[:, 1:2 * p:2], eq[:, 1:2 * p:2][:, :e]
+        o = _exchange_bits(sess, torch.cat([hi_eq ^ am, lo_gt ^ bm, lo_eq ^ bm2], 1), groups,
+                           'DReLU comparison opening')
+        big_p, big_q, big_q2 = o[:, :p], o[:, p:2 * p], o[:, 2 * p:]
+        c = triples[lv]
+        and_gt = (big_p & bm) ^ (big_q & am) ^ c[:, :p]
+        and_eq = (big_p[:, :e] & bm2) ^ (big_q2 & am[:, :e]) ^ c[:, p:]
+        if j == 0:
+            and_gt ^= big_p & big_q
+            and_eq ^= big_p[:, :e] & big_q2
+        new_eq = torch.zeros_like(and_gt)
+        new_eq[:, :e] = and_eq
+        gt = torch.cat([hi_gt ^ and_gt, gt[:, 2 * p:]], 1)
+        eq = torch.cat([new_eq, eq[:, 2 * p:]], 1)
+    d = gt[:, 0] ^ msbx[:, 0]
+    if j == 0:
+        d ^= 1 ^ msb(y).to(torch.uint8)
+    # open d masked by the dealt bit r: e = d xor r is uniform to each party
+    e = _exchange_bits(sess, (d ^ sess.stream(pair, op, 5).bits((n,), torch.uint8))[:, None],
+                       groups, 'DReLU masked bit')[:, 0].to(DTYPE)
+    out_d = ((1 - j) * e + (1 - 2 * e) * r_a).reshape(shape) if arith else None
+    z = []
+    if nf:
+        ef = e[fidx]
+        z.append(ef * a[fidx] + (1 - 2 * ef) * (y[fidx] * r_a[fidx] - xr))
+    if ms:
+        g = e[sel_idx] ^ 1 if flip else e[sel_idx]
+        z.append(g * v + (1 - 2 * g) * (big_e * r_a[sel_idx] + ar))
+    if not z:
+        return out_d, None, None
+    return _outputs(arith, shape, nf, ms, _rerandomise(sess, op, (nf + ms,), torch.cat(z)),
+                    out_d)
+
+
+def _outputs(arith: bool, shape, nf: int, ms: int, prod: Optional[Tensor] = None,
+             d: Optional[Tensor] = None):
+    """``_drelu``'s return triple; shape-only parts where the party holds no data."""
+    if d is None and arith:
+        d = meta(shape)
+    if prod is None:
+        prod = meta((nf + ms,))
+    return (d, prod[:nf] if nf else None, prod[nf:] if ms else None)
 
 
 def _share_odd(sess: Session, value: Tensor, stream) -> None:
@@ -741,14 +852,19 @@ def drelu_securenn(sess: Session, x) -> Tensor:
 def relu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     """ReLU(x) = x * DReLU(x); exact at the default ``bits=64``.
 
-    At ``bits=64, shift=0`` the product is fused into the DReLU (the compared
-    value is x itself, see :func:`_drelu`); otherwise a Beaver product follows.
+    At ``bits=64, shift=0`` the compared value is x itself and the product is
+    fused into the DReLU; otherwise x is multiplied by the DReLU bit it gates
+    (``select`` of :func:`_drelu`). One protocol call either way.
     """
+    shape = _shape(x)
+    n = int(np.prod(shape, dtype=np.int64))
+    groups = uniform_groups(n, channel_group(shape))
     if bits == 64 and not shift:
-        shape = _shape(x)
-        every = torch.ones(int(np.prod(shape, dtype=np.int64)), dtype=torch.bool)
-        return _drelu(sess, x, 64, 0, every)[1].reshape(shape)
-    return mult(sess, x, drelu(sess, x, bits, shift))
+        return _drelu(sess, x, 64, 0, fuse=torch.ones(n, dtype=torch.bool),
+                      groups=groups)[1].reshape(shape)
+    v = x.reshape(-1) if sess.has_data else meta((n,))
+    return _drelu(sess, x, bits, shift, select=(v, torch.arange(n)),
+                  groups=groups)[2].reshape(shape)
 
 
 # ------------------------------------------------------------------ Block-ReLU
@@ -758,9 +874,10 @@ def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) ->
     Patch sums are local; one batched DReLU over all N_blk patches of the
     layer decides the gates (sign of the patch sum = sign of the patch mean;
     gate = [sum > 0] = 1 - DReLU(-sum), the plaintext layer's function, also
-    at a sum of exactly 0); then a Beaver product of the M_act gated activations
-    with the gates where F is sent only per patch. Identity (0, 1) channels
-    pass through and zero (1, 0) channels become 0, both free.
+    at a sum of exactly 0), and gates the M_act active pixels in the same
+    call (``select`` of :func:`_drelu`: per pixel an opening of v - A and a
+    dealt [A r], per patch only the masked gate bit). Identity (0, 1)
+    channels pass through and zero (1, 0) channels become 0, both free.
 
     With ``bits < 64`` or ``shift > 0``, each patch sum is first shifted right
     by ``shift + floor(log2(valid pixels))`` (so it is about the patch mean
@@ -779,15 +896,18 @@ def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) ->
         return x * keep
     act = torch.nonzero(index < n_p).reshape(-1)
     idx = index[act]
+    per_channel = num_drelus(sizes, H, W)
+    groups = np.tile(per_channel[per_channel > 0], N)       # bit messages pad per channel
     # At 64 bits the patches of (1, 1) channels fuse the product into the DReLU
     # (as relu does): the compared value is -x and x [x > 0] = x + ReLU(-x).
-    single = np.repeat((sizes[:, 0] == 1) & (sizes[:, 1] == 1), num_drelus(sizes, H, W))
+    single = np.repeat((sizes[:, 0] == 1) & (sizes[:, 1] == 1), per_channel)
     fuse = bits == 64 and not shift and bool(single.any())
     single = torch.from_numpy(single if fuse else np.zeros(n_p, bool))
-    multi = torch.nonzero(~single).reshape(-1)             # patches gated by a product
     pos = torch.cumsum(single.long(), 0) - 1                # a patch's place among the singles
     act_s, act_m = act[single[idx]], act[~single[idx]]
-    idx_m = (torch.cumsum((~single).long(), 0) - 1)[index[act_m]]
+    # each gated pixel's patch, as a flat index into the (N, n_p) DReLUs
+    gate_of = (torch.arange(N).unsqueeze(1) * n_p + index[act_m]).reshape(-1)
+    fuse_mask = single.expand(N, n_p) if fuse else None
     if sess.has_data:
         flat = x.reshape(N, C * H * W)
         sums = torch.zeros((N, plan.n_slots), dtype=DTYPE).scatter_add_(
@@ -798,26 +918,17 @@ def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) ->
         if bits < 64 or shift:
             counts = torch.bincount(idx, minlength=n_p)
             neg = neg >> (torch.floor(torch.log2(counts.to(torch.float64))).to(DTYPE) + shift)
+        _, z, g = _drelu(sess, neg, bits, 0, fuse=fuse_mask, groups=groups,
+                         select=(flat[:, act_m], gate_of, True) if act_m.numel() else None)
         out = flat.clone()
         if fuse:
-            d, z = _drelu(sess, neg, 64, 0, single.expand(N, n_p))
-            d = d.reshape(N, n_p)
             out[:, act_s] = flat[:, act_s] + z.reshape(N, -1)[:, pos[index[act_s]]]
-        else:
-            d = drelu(sess, neg, bits, 0)
-        gates = (1 - _j(sess)) - d[:, multi]
         if act_m.numel():
-            out[:, act_m] = _beaver(sess, sess.next_op(), flat[:, act_m], gates,
-                                    up=lambda t: t[:, idx_m])
+            out[:, act_m] = g.reshape(N, -1)
         out[:, index == n_p + 1] = 0
         return out.reshape(N, C, H, W)
-    if fuse:
-        _drelu(sess, meta((N, n_p)), 64, 0, single.expand(N, n_p))
-    else:
-        drelu(sess, meta((N, n_p)), bits, 0)
-    if act_m.numel():
-        _beaver(sess, sess.next_op(), meta((N, act_m.numel())), meta((N, multi.numel())),
-                up=lambda t: t[:, idx_m])
+    _drelu(sess, meta((N, n_p)), bits, 0, fuse=fuse_mask, groups=groups,
+           select=(meta((N, act_m.numel())), gate_of, True) if act_m.numel() else None)
     return meta((N, C, H, W))
 
 

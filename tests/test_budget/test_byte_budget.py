@@ -27,6 +27,7 @@ from block_relu_plugin.conversion import (ReLUSite, convert_block_relu, find_rel
                                           split_reused_relus)
 from block_relu_plugin.layers.block_relu import num_drelus
 from block_relu_plugin.mpc import LocalCluster
+from block_relu_plugin.mpc.bits import ComparePlan
 from block_relu_plugin.mpc.cost import Cost, ours
 from block_relu_plugin.spec import BlockReLUSpec
 
@@ -128,17 +129,27 @@ def test_channel_costs_add_up_to_the_cost_model(phase, bits):
     assert per_channel[2] == per_channel[3] == 0  # identity and zero channels are free
     # A whole site with mixed sizes costs the sum of its channels (linear formulas) ...
     assert per_channel.sum() == layer(ours.block_relu(sizes, 1, h, w, bits))
-    # ... one DReLU per patch plus the gate product of every gated pixel ...
-    drelu = layer(ours.drelu(1, bits) + ours.scalar_mult(0, 1))
-    pixel = layer(ours.scalar_mult(1, 0))
+    # ... one DReLU per patch (its bit messages padded to whole bytes per channel) plus
+    # the gate product of every gated pixel, by hand from the comparison's plan ...
+    plan = ComparePlan(bits)
     n = num_drelus(sizes, h, w)
-    expect = n * drelu + np.where(n > 0, h * w, 0) * pixel
-    if bits == 64:  # a (1, 1) channel's products are fused into its DReLUs (a plain ReLU)
-        expect[0] = h * w * layer(ours.relu(1, 64))
+    word = -(-bits // 8)
+    online_only = phase == 'online_bytes'
+
+    def by_hand(m, pixels, fused):
+        if m == 0:
+            return 0
+        tree = sum(-(-m * (2 * p + e) // 8) for p, e in plan.levels) + -(-m // 8)
+        online = word * m + 2 * tree + (8 if fused else 16) * pixels
+        offline = -(-m * (plan.leaf_bits + 1 + plan.triple_bits) // 8) + 8 * m + word * m \
+            + (8 if fused else 16) * pixels
+        return online if online_only else online + offline
+    fused = (sizes == 1).all(1) & (bits == 64)  # a (1, 1) channel's products fuse at 64 bits
+    expect = [by_hand(m, h * w, f) for m, f in zip(n, fused)]
     assert np.array_equal(per_channel, expect)
     # ... and an all-(1, 1) site, which the compiler runs as a plain ReLU, costs the same.
     relu = budget.channel_costs([(1, 1)], h, w)[0]
-    assert 5 * relu == layer(ours.relu(5 * h * w, bits))
+    assert 5 * relu == layer(ours.relu(5 * h * w, bits, h * w))
     # DReLU budgets count DReLUs
     assert np.array_equal(parse_budget(0.5).channel_costs(sizes, h, w), n)
 
@@ -251,7 +262,7 @@ def test_cached_byte_spec_and_block_relu_cfg(tmp_path):
         cached_budget_spec(dist, 6)
     # the dense cross-check's G x budget table is refused by size at byte scale
     with pytest.raises(BudgetError, match="solver 'dense' would need a 488 x"):
-        solve_budget(dist, f'bytes={full // 4},bits=16', 'dense')
+        solve_budget(dist, f'bytes={full},bits=16', 'dense')
 
 
 def test_solve_tool_budget_forms(tmp_path, capsys):

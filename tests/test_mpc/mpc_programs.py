@@ -4,6 +4,7 @@ Each function is called as ``fn(sess, *args)`` in all three parties. The
 client gets plaintext inputs, the server weights; results come back to the
 test process, which checks them against plaintext references.
 """
+import numpy as np
 import torch
 
 from block_relu_plugin import mpc
@@ -101,8 +102,9 @@ def conv_program(sess, x, w, bias, kwargs, runs=1, key=None):
 
 def transcript_program(sess, x):
     """Run a conv, ReLU, SecureNN DReLU and Block-ReLU; return every received payload
-    (for security tests): ``(peer, phase, raw bytes, dtype)``, and for each packed Z_67
-    message also its decoded digits, with dtype ``'z67'``."""
+    (for security tests): ``(peer, phase, raw bytes, dtype)``, and for each packed
+    message also what it decodes to: Z_67 digits (``'z67'``), bits (``'bits'``, one
+    byte 0/1 each; words of fewer than 64 bits as their bits) or int64 words."""
     received = []
     orig = {}
     for peer, conn in sess.conns.items():
@@ -113,13 +115,24 @@ def transcript_program(sess, x):
             received.append((_c.peer, phase, t.numpy().tobytes(), str(t.numpy().dtype)))
             return t
         conn.recv = rec
-    recv_zp = P._recv_zp
+    decoders = {name: getattr(P, name) for name in ('_recv_zp', '_recv_bits', '_recv_words')}
 
-    def rec_zp(s, peer, rows, cols, what):
-        d = recv_zp(s, peer, rows, cols, what)
-        received.append((peer, s.phase, d.numpy().tobytes(), 'z67'))
-        return d
-    P._recv_zp = rec_zp
+    def recorder(name, kind):
+        def rec(s, peer, *args):
+            d = decoders[name](s, peer, *args)
+            if kind == 'words' and args[1] < 64:   # (n, bits): the words' own bits
+                kind_, raw = 'bits', np.unpackbits(
+                    (d.numpy().view(np.uint64) >> np.uint64(64 - args[1]))[:, None]
+                    .view(np.uint8), axis=1, bitorder='little')[:, :args[1]].tobytes()
+            elif kind == 'words':
+                kind_, raw = 'int64', d.numpy().tobytes()
+            else:
+                kind_, raw = kind, d.numpy().tobytes()
+            received.append((peer, s.phase, raw, kind_))
+            return d
+        return rec
+    for name, kind in (('_recv_zp', 'z67'), ('_recv_bits', 'bits'), ('_recv_words', 'words')):
+        setattr(P, name, recorder(name, kind))
     try:
         w = torch.randint(-2**12, 2**12, (4, x.shape[1], 3, 3))
 
@@ -133,7 +146,8 @@ def transcript_program(sess, x):
             return reveal(sess, y)
         _run(sess, body, x)
     finally:
-        P._recv_zp = recv_zp
+        for name, f in decoders.items():
+            setattr(P, name, f)
         for peer, conn in sess.conns.items():
             conn.recv = orig[peer]
     return received

@@ -1,16 +1,26 @@
 """Attacks that try to reconstruct secrets from one party's whole view and keys.
 
-The helper's reconstruction attack on PrivateCompare (issue 9): if the client
-sends the helper ``pi(s c_0)`` and the server ``pi(s c_1)`` (a common nonzero
-multiplier s and permutation pi per element, no additive mask), then each
-column's pair ``(s c_0, s c_1)`` is a known point of the projective line over
-Z_67 whatever s is. The helper dealt both parties' Z_67 shares of its bits of
-X, so for a guess of the compared bits t (MSB first) and the mask bit beta it
-can predict every column's pair; a depth-first search over t, pruned by the
-multiset of observed points, finds t, and ``a = y - X`` with y's compared
-bits t gives the DReLU input. On the protocol as it is (an additive mask u
-per column from the client-server key) each vector alone is uniform, so the
-points carry nothing and the search recovers nothing.
+DReLU (issue 11): the helper only deals; client and server open bits masked
+by dealt bits, the tree's AND operands and the final r, each the XOR of a
+client-helper and a server-helper PRF draw. A party XORs every opening it
+saw with every pair of streams its own keys derive (its pairwise keys and its
+own key, the steps' op numbers and tags) and compares the result with the
+secret (the sign bits; the digit comparisons of the first tree level): on the
+protocol as it is no combination agrees with the secret much more than half
+the time, while with one mask drawn from a key the receiver holds (a
+deliberate leak) one combination gives the secret exactly.
+
+The helper's reconstruction attack on PrivateCompare (issue 9), still used
+by SecureNN's ShareConvert: if the client sends the helper ``pi(s c_0)`` and
+the server ``pi(s c_1)`` (a common nonzero multiplier s and permutation pi
+per element, no additive mask), then each column's pair ``(s c_0, s c_1)``
+is a known point of the projective line over Z_67 whatever s is. The helper
+dealt both parties' Z_67 shares of its bits of x = a + r, so for a guess of
+the compared bits t = r - 1 (MSB first) and the mask bit it can predict every
+column's pair; a depth-first search over t, pruned by the multiset of
+observed points, finds t, and a = x - r. On the protocol as it is (an
+additive mask u per column from the client-server key) each vector alone is
+uniform, so the points carry nothing and the search recovers nothing.
 """
 from collections import Counter
 
@@ -72,16 +82,17 @@ def recover_t(d0: np.ndarray, d1: np.ndarray, xs0: np.ndarray, xs1: np.ndarray,
     return None
 
 
-def drelu_program(sess, x):
-    return V.output_share(sess, V.passes(sess, lambda s, x: P.drelu(s, V.share(s, x)), x))
+def share_convert_program(sess, x):
+    return V.output_share(sess, V.passes(sess, lambda s, x: P.share_convert(s, V.share(s, x)), x))
 
 
-def attack_drelu_inputs(trio, keys, view, n):
-    """The helper's attack on ``drelu(share_input(x))`` (ops 0 and 1 of run 0):
-    from its view and its own keys, the DReLU inputs it can reconstruct."""
-    big_x = PRF(keys['ch']).stream(0, 1, 0).ring((n,)) + PRF(keys['sh']).stream(0, 1, 0).ring((n,))
-    xs0 = PRF(keys['ch']).stream(0, 1, 1).zp((n, 63)).numpy().astype(np.int64)
-    xs1 = (bits_msb_first(big_x, 62, 0).numpy() - xs0) % 67
+def attack_share_convert_inputs(keys, view, n):
+    """The helper's attack on ``share_convert(share_input(x))`` (ops 0 and 1 of
+    run 0): from its view and its own keys, the inputs it can reconstruct."""
+    at0, at1 = V.ring_arrays(view)
+    big_x = torch.from_numpy(at0 + at1)                 # x = a + r, opened to the helper
+    xs0 = PRF(keys['ch']).stream(0, 1, 1).zp((n, 64)).numpy().astype(np.int64)
+    xs1 = (bits_msb_first(big_x, 63, 0).numpy() - xs0) % 67
     (d0, d1), = V.pc_pairs(view)
     out = []
     for e in range(n):
@@ -89,9 +100,9 @@ def attack_drelu_inputs(trio, keys, view, n):
         if t is None:
             out.append(None)
             continue
-        y63 = int(''.join(map(str, t)), 2)               # y mod 2^63
-        a63 = (y63 - int(big_x[e]) % 2**63) % 2**63       # a mod 2^63
-        out.append(a63 - 2**63 if a63 >= 2**62 else a63)  # |a| < 2^62
+        r = (int(''.join(map(str, t)), 2) + 1) % 2**64   # t = r - 1
+        a = (int(big_x[e]) - r) % 2**64
+        out.append(a - 2**64 if a >= 2**63 else a)
     return out
 
 
@@ -111,7 +122,7 @@ ORIGINAL_MASKS = P._pc_masks
 
 
 @pytest.mark.parametrize('protocol', ['without u (old)', 'as shipped'])
-def test_helper_reconstructs_drelu_inputs_only_without_the_additive_mask(
+def test_helper_reconstructs_share_convert_inputs_only_without_the_additive_mask(
         trio, monkeypatch, protocol):
     n = 24
     x = torch.randint(-2**40, 2**40, (n,), generator=torch.Generator().manual_seed(3))
@@ -119,14 +130,111 @@ def test_helper_reconstructs_drelu_inputs_only_without_the_additive_mask(
     if protocol == 'without u (old)':
         monkeypatch.setattr(P, '_pc_masks', _no_additive_mask)
     keys = V.fresh_keys()
-    res = trio.run(drelu_program, keys, {r: (x,) for r in V.ROLES})
-    got = attack_drelu_inputs(trio, keys, res['helper'][0], n)
+    res = trio.run(share_convert_program, keys, {r: (x,) for r in V.ROLES})
+    got = attack_share_convert_inputs(keys, res['helper'][0], n)
     hits = sum(g == int(v) for g, v in zip(got, x))
     if protocol == 'without u (old)':
         # (a rare element has a second consistent solution, found first)
         assert hits >= 0.9 * n, f'the attack recovers only {hits}/{n} inputs of the old protocol'
     else:
-        assert hits == 0, f'the helper recovered {hits} of {n} DReLU inputs'
+        assert hits == 0, f'the helper recovered {hits} of {n} inputs'
+
+
+# ------------------------------------------------------------------ DReLU openings
+TAGS = list(range(16)) + list(range(100, 106)) + list(range(200, 206))
+
+
+def _streams(role, keys, shape):
+    """Every bit stream ``role``'s keys derive for run 0, ops 0-1, the protocol's tags
+    (plus all zeros: a party's own mask may be all it needs)."""
+    out = [np.zeros(shape, np.uint8)]
+    for name in V.KEYS_OF[role]:
+        prf = PRF(keys[name])
+        for op in (0, 1):
+            for tag in TAGS:
+                out.append(prf.stream(0, op, tag).bits(shape, torch.uint8).numpy())
+    return np.stack(out)
+
+
+def best_unmasking(opened: np.ndarray, streams: np.ndarray, secret: np.ndarray) -> float:
+    """The best agreement with ``secret`` of ``opened`` XOR any two streams."""
+    best = 0.0
+    for i in range(len(streams)):
+        cand = opened ^ streams[i]
+        agree = ((cand[None] ^ streams[i:]) == secret[None]).reshape(len(streams) - i, -1)
+        best = max(best, float(agree.mean(1).max()))
+    return best
+
+
+def _openings(monkeypatch):
+    """Record every party's opened bits (``mine xor theirs``), per role, in call order."""
+    seen = {r: [] for r in V.ROLES}
+    real = P._exchange_bits
+
+    def exchange(sess, mine, groups, what):
+        out = real(sess, mine, groups, what)
+        seen[sess.role].append(out.numpy().copy())
+        return out
+    monkeypatch.setattr(P, '_exchange_bits', exchange)
+    return seen
+
+
+def _leak(monkeypatch, tags):
+    """A deliberate leak: the client draws its half of the masks with these tags
+    from the client-server key instead of the client-helper key."""
+    real = P.Session.stream
+
+    def stream(self, pair, op, tag):
+        if self.role == 'client' and pair == 'ch' and tag in tags:
+            pair = 'cs'
+        return real(self, pair, op, tag)
+    monkeypatch.setattr(P.Session, 'stream', stream)
+
+
+def _first_level_truth(keys, x):
+    """The first tree level's opened plaintexts [EQ_hi | GT_lo | EQ_lo] per element,
+    from every key (the test's knowledge): digits of X and of y = x + X."""
+    n = x.numel()
+    big_x = PRF(keys['ch']).stream(0, 1, 0).ring((n,)) + PRF(keys['sh']).stream(0, 1, 0).ring((n,))
+    plan = P.ComparePlan(64)
+    dx, dy = plan.digits(big_x), plan.digits(x + big_x)
+    p, e = plan.levels[0]
+    eq = [(a == b) for a, b in zip(dx, dy)]
+    gt = [(a > b) for a, b in zip(dx, dy)]
+    cols = [eq[2 * i] for i in range(p)] + [gt[2 * i + 1] for i in range(p)] + \
+        [eq[2 * i + 1] for i in range(e)]
+    return torch.stack(cols, 1).numpy().astype(np.uint8)
+
+
+@pytest.mark.parametrize('who', ['server', 'client'])
+@pytest.mark.parametrize('leak', [None, 'tree masks', 'gate mask r'])
+def test_no_party_unmasks_drelu_openings(trio, monkeypatch, who, leak):
+    """Each of client and server tries to unmask (a) the DReLU bits from the
+    opened e = d xor r and (b) the first tree level's comparison bits from its
+    opening, with every pair of streams of its keys. As shipped both fail (best
+    agreement near 1/2); when the client draws the masks from the key it shares
+    with the server, the server unmasks that opening exactly."""
+    n = 1024  # chance agreement: 0.5 +- 0.016; the best of ~14,000 pairs about 0.57
+    x = torch.randint(-2**40, 2**40, (n,), generator=torch.Generator().manual_seed(5))
+    x[:4] = torch.tensor([0, -1, 1, -2**40])
+    if leak == 'tree masks':
+        _leak(monkeypatch, set(range(100, 106)))
+    elif leak == 'gate mask r':
+        _leak(monkeypatch, {5})
+    seen = _openings(monkeypatch)
+    keys = V.fresh_keys()
+    trio.run(lambda s, x: V.passes(s, lambda s, x: P.drelu(s, V.share(s, x)), x), keys,
+             {r: (x,) for r in V.ROLES})
+    opened = seen[who]
+    assert len(opened) == len(P.ComparePlan(64).levels) + 1
+    sign = (x >= 0).numpy().astype(np.uint8)
+    tree = _first_level_truth(keys, x)
+    got_sign = best_unmasking(opened[-1].reshape(-1), _streams(who, keys, (n,)), sign)
+    got_tree = best_unmasking(opened[0], _streams(who, keys, tree.shape), tree)
+    leaks_sign = who == 'server' and leak == 'gate mask r'
+    leaks_tree = who == 'server' and leak == 'tree masks'
+    assert (got_sign == 1.0) == leaks_sign and (got_sign < 0.6 or leaks_sign), got_sign
+    assert (got_tree == 1.0) == leaks_tree and (got_tree < 0.6 or leaks_tree), got_tree
 
 
 def _conv_twice(sess, x, w):

@@ -188,8 +188,8 @@ def test_pool_before_relu_swaps_stem():
     b = program_costs(plain, (1, 3, 32, 32)).layers
     # the stem ReLU runs on the pooled map (8 x 8 x 8 instead of 8 x 16 x 16), same label
     from block_relu_plugin.mpc import cost
-    assert a['backbone.relu'] == cost.ours.relu(8 * 8 * 8)
-    assert b['backbone.relu'] == cost.ours.relu(8 * 16 * 16)
+    assert a['backbone.relu'] == cost.ours.relu(8 * 8 * 8, 64, 8 * 8)
+    assert b['backbone.relu'] == cost.ours.relu(8 * 16 * 16, 64, 16 * 16)
 
 
 def test_blockrelu_dispatch_all_ones_is_relu():

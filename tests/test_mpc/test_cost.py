@@ -55,33 +55,41 @@ def test_reference_resnet18_cifar_relu_total():
 
 
 def test_ours_per_element():
-    """Bytes per element, by hand. Z_67 messages are packed, one record per element:
-    63 or 64 digits in 49 B, 15 in 12 B, 16 in 13 B (test_packing.py)."""
-    d = ours.drelu(1, 64)   # offline: bit shares 49 + y 8; online: y 8 + PC 2 x 49 + g 8
-    assert (d.offline, d.online, d.rounds) == (57, 114, 3) and d.total() == 171  # was 223
-    r = ours.relu(1, 64)    # fused: g and X g (16) and the re-randomisation (8)
-    assert (r.offline, r.online, r.rounds) == (57, 130, 4) and r.total() == 187  # was 271
-    d16 = ours.drelu(1, 16)
-    assert (d16.offline, d16.online) == (12 + 8, 8 + 2 * 13 + 8)
+    """Bytes of 8 elements, by hand (bit messages are packed whole, so 8 elements
+    make whole bytes). 64 bits: 21 digits of 3 bits (one-hot: 168 bits), tree
+    levels of (pairs, with EQ) (10, 10), (5, 5), (3, 2), (1, 1), (1, 0): 38 AND
+    corrections and 58 opened bits per party; 16 bits: 5 digits (40 bits),
+    levels (2, 2), (1, 1), (1, 0): 7 corrections, 11 opened bits."""
+    d = ours.drelu(8, 64)  # offline: dealt bits (168 + 1 + 38) x 8 / 8, [r] 8 x 8, y_0 8 x 8
+    assert (d.offline, d.online, d.rounds) == (207 + 64 + 64, 64 + 2 * 58 + 2, 7)
+    r = ours.relu(8, 64)   # fused: also [X r] offline and the re-randomisation online
+    assert (r.offline, r.online, r.rounds) == (d.offline + 64, d.online + 64, 8)
+    assert r.total() / 8 == 80.625  # was 187 with PrivateCompare
+    d16 = ours.drelu(8, 16)  # y crosses as 16-bit words
+    assert (d16.offline, d16.online, d16.rounds) == (48 + 64 + 16, 16 + 2 * 11 + 2, 5)
+    r16 = ours.relu(8, 16)   # below 64 bits x is a selected multiplicand: [A r], v - A both ways
+    assert (r16.offline, r16.online, r16.rounds) == (d16.offline + 128, d16.online + 128, 6)
     m = ours.mult(1)
     assert (m.offline, m.online, m.rounds) == (16, 32, 2)
-    r16 = ours.relu(1, 16)   # below 64 bits: DReLU, then a Beaver product
-    assert (r16.offline, r16.online) == (d16.offline + m.offline, d16.online + m.online)
-    for f, args in [(ours.drelu, (64,)), (ours.relu, (64,)), (ours.relu, (16,)),
-                    (ours.share_convert, ()), (ours.compute_msb, ())]:
-        assert f(1000, *args) == f(1, *args) * 1000  # linear in the element count
-    # one 8 x 8 channel of 4 x 4 patches: 4 DReLUs, 64 gated activations
-    assert ours.block_relu([[4, 4]], 1, 8, 8, 16) == ours.drelu(4, 16) + ours.scalar_mult(64, 4)
-    # at 64 bits a (1, 1) channel is a fused ReLU, below it a DReLU and a Beaver product
+    for f, args in [(ours.drelu, (64,)), (ours.relu, (64,)), (ours.relu, (16,))]:
+        assert f(8000, *args) == f(8, *args) * 1000  # linear in whole bytes of bits
+    assert ours.drelu(1).total() == 8 + 8 + 8 + 2 * sum(  # ceil per message
+        (b + 7) // 8 for b in (30, 15, 8, 3, 2)) + 2 + 26  # ring [r], y, y; dealt bits 207
+    # one 8 x 8 channel of 4 x 4 patches: 4 DReLUs gating 64 activations
+    assert ours.block_relu([[4, 4]], 1, 8, 8, 16) == ours.compare(4, 16, selected=64)
+    # at 64 bits a (1, 1) channel is a fused ReLU, below it a selected multiplicand
     mixed = [[1, 1], [4, 4], [0, 1]]
-    assert ours.block_relu(mixed, 2, 8, 8) == ours.drelu(2 * (64 + 4)) + \
-        ours.fused_product(2 * 64) + ours.scalar_mult(2 * 64, 2 * 4)
+    assert ours.block_relu(mixed, 2, 8, 8) == ours.compare(
+        2 * (64 + 4), 64, fused=2 * 64, selected=2 * 64, groups=[64, 4, 64, 4])
+    # bit messages pad per channel: the 4 patches of a channel take 4 x 207 / 8 -> 104 B
+    assert ours.block_relu([[4, 4]] * 3, 1, 8, 8).steps[(
+        'DReLU: dealt bits (leaves, MSB(X), AND triples)', 'offline', 'helper', 'server')] == 3 * 104
     assert ours.block_relu([[1, 1]] * 3, 2, 8, 8) == ours.relu(2 * 3 * 64)
     assert ours.block_relu([[1, 1]] * 3, 2, 8, 8, 16) == ours.relu(2 * 3 * 64, 16)
     sc, cm = ours.share_convert(1), ours.compute_msb(1)
     assert (sc.online, sc.offline, sc.rounds) == (16 + 49 + 16 + 2 * 50, 0, 4)
     assert (cm.online, cm.offline, cm.rounds) == (16 + 8 + 2 * 50, 49, 3)
-    assert ours.drelu_securenn(1).online > ours.drelu(1).online
+    assert ours.drelu_securenn(8).total() > 3 * ours.drelu(8).total()
     c = ours.conv2d(100, 50, 30)
     assert (c.online, c.offline, c.session) == (0, 1040, 400)
     assert ours.share_input(100).online == 800

@@ -31,25 +31,30 @@ def test_reference_resnet18_cifar_all_relu():
 
 def test_ours_resnet18_cifar_all_relu_profile():
     """Our bytes per image, all ReLU, 64 bits, and the per-step profile that adds up to
-    them: 557,056 fused ReLUs of 187 B (16 B opening y, 3 x 49 B of packed Z_67 digits,
-    16 B g and X g, 8 B re-randomisation) and the convolutions' C_0 and E."""
+    them: 557,056 fused ReLUs of 80.625 B (207 dealt bits, 16 B opening y, 2 x 58 opened
+    tree bits, 2 x 1 bit e, 16 B dealt [r] and [X r], 8 B re-randomisation) and the
+    convolutions' C_0 and E (unchanged: 10,253,088 B offline)."""
     rep = predict_costs(build('resnet18_cifar.py'), (32, 32))
     t = rep.total
-    assert (t.offline, t.online, t.session) == (42_005_280, 72_442_656, 89_683_552)
+    n = 557_056
+    assert (t.offline, t.online, t.session) == (10_253_088 + n * (207 // 8 + 24) + n * 7 // 8,
+                                                24_576 + 800 + n * 30 + n * 3 // 4, 89_683_552)
+    assert t.rounds == 17 * 8 + 2
     steps = {}
     for step, phase, src, dst, v in rep.steps():
         steps[step] = steps.get(step, 0) + v
-    n = 557_056
-    assert steps['PrivateCompare: vectors'] == 2 * 49 * n
-    assert steps['DReLU: bit shares of X'] == 49 * n
+    assert steps['DReLU: dealt bits (leaves, MSB(X), AND triples)'] == 207 * n // 8
+    assert steps['DReLU: comparison tree openings'] == 2 * 58 * n // 8
     assert steps['DReLU: opening y = a + X'] == 16 * n
-    assert steps['DReLU: share of g'] == steps['ReLU (fused): share of X g'] == 8 * n
+    assert steps['DReLU: dealt [r]'] == steps['ReLU (fused): dealt [X r]'] == 8 * n
     assert steps['product: re-randomisation'] == 8 * n
+    assert steps['DReLU: masked bit e'] == 2 * n // 8
     relu = sum(c.total() for k, c in rep.layers.items() if 'relu' in k)
-    assert relu == 187 * n
+    assert relu * 8 == 645 * n
     assert sum(steps.values()) == t.total()
-    assert [r[0] for r in rep.steps()[:2]] == ['linear: masked weights F', 'DReLU: bit shares of X']
-    assert 'PrivateCompare: vectors' in rep.format_steps()
+    assert [r[0] for r in rep.steps()[:2]] == ['linear: masked weights F',
+                                              'DReLU: dealt bits (leaves, MSB(X), AND triples)']
+    assert 'DReLU: comparison tree openings' in rep.format_steps()
 
 
 def test_reference_resnet50_maxpool_baseline():
@@ -102,14 +107,26 @@ def test_drelu_bits_follow_the_spec_count(protocol):
     if protocol == 'reference':
         assert a - b == 6 * 48 * sum(per_site.values())
     else:
-        # per DReLU: 48 fewer bit shares (49 - 12 B packed) and columns (2 x (49 - 13) B);
-        # per pixel of a (1, 1) channel the 64-bit product is fused (16 B), a 16-bit one
-        # is a Beaver product (48 B)
+        # the same count, recomputed per site from the formulas' parts: per DReLU the
+        # one-hot leaves, AND corrections and openings of 63 against 15 compared bits,
+        # 16 against 4 B of y; a (1, 1) pixel's 64-bit product is fused ([X r] 8 B + 8 B
+        # re-randomisation), a 16-bit one a selected multiplicand (32 B)
         by_name = {s.name: s for s in sites}
         single = sum(int(((m.block_sizes == 1).all(1)).sum()) * by_name[k].height *
                      by_name[k].width for k, m in block.items())
         assert single > 0
-        assert a - b == (49 - 12 + 2 * (49 - 13)) * sum(per_site.values()) - (48 - 16) * single
+        def bit_bytes(m, dealt, levels):  # a channel's bits, rounded up to bytes per message
+            opened = sum(-(-m * (2 * p + e) // 8) for p, e in levels) + -(-m // 8)
+            return -(-m * dealt // 8) + 2 * opened
+        levels64 = [(10, 10), (5, 5), (3, 2), (1, 1), (1, 0)]
+        levels16 = [(2, 2), (1, 1), (1, 0)]
+        from block_relu_plugin.layers.block_relu import num_drelus
+        per_channel = [m for k, blk in block.items() for m in num_drelus(
+            blk.block_sizes, by_name[k].height, by_name[k].width)]  # bits pad per channel
+        assert sum(per_channel) == sum(per_site.values())
+        diff = sum(bit_bytes(m, 168 + 1 + 38, levels64) - bit_bytes(m, 40 + 1 + 7, levels16)
+                   + 12 * m for m in per_channel)
+        assert a - b == diff - (32 - 16) * single
 
 
 def test_identity_sites_are_free():

@@ -110,7 +110,7 @@ def test_relu(cluster):
     x = edge_input((2, 4, 6, 6), -2**63, 2**63 - 1)
     res = cluster.run(MP.op_program, all3('relu', x, {}))
     assert torch.equal(res['client'][0], x.clamp(min=0))
-    check_bytes(res, cost.ours.relu(x.numel()), 'relu')
+    check_bytes(res, cost.ours.relu(x.numel(), 64, 6 * 6), 'relu')  # bits pad per channel
 
 
 CONVS = [
@@ -205,7 +205,8 @@ def test_max_pool(cluster, kw):
     assert torch.equal(res['client'][0], ref.long())
     k = kw['kernel_size']
     k = k * k if isinstance(k, int) else k[0] * k[1]
-    check_bytes(res, cost.ours.max_pool2d(ref.numel(), k), 'max_pool2d')
+    check_bytes(res, cost.ours.max_pool2d(ref.numel(), k, 64, ref.shape[2] * ref.shape[3]),
+                'max_pool2d')
 
 
 def test_avg_pools_and_truncate(cluster):

@@ -30,15 +30,17 @@ def _z67_stats(payloads):
 
 
 def _split(received, who):
-    """Ring-element payloads (int64) and Z_67 digits (decoded from the packed
-    uint8 messages, which are not counted twice; session keys are not either)."""
-    ring_p, zp_p = [], []
+    """Ring-element payloads (int64), Z_67 digits and bits (both decoded from the
+    packed uint8 messages, which are not counted twice; session keys are not either)."""
+    ring_p, zp_p, bit_p = [], [], []
     for peer, phase, raw, dtype in received[who]:
         if dtype == 'int64':
             ring_p.append(raw)
         elif dtype == 'z67':
             zp_p.append(raw)
-    return ring_p, zp_p
+        elif dtype == 'bits':
+            bit_p.append(raw)
+    return ring_p, zp_p, bit_p
 
 
 @pytest.fixture(scope='module')
@@ -55,7 +57,7 @@ def transcripts(cluster):
 @pytest.mark.parametrize('who', ['server', 'helper'])
 def test_received_messages_look_uniform(transcripts, who):
     for name, (x, res) in transcripts.items():
-        ring_p, zp_p = _split(res, who)
+        ring_p, zp_p, bit_p = _split(res, who)
         # (the helper's ring elements are ShareConvert's masked shares)
         n, chi2, ones = _byte_stats(ring_p)
         assert n > (20000 if who == 'server' else 8000)
@@ -64,18 +66,24 @@ def test_received_messages_look_uniform(transcripts, who):
         assert sum(len(p) for p in zp_p) > 5000
         mx, chi2 = _z67_stats(zp_p)
         assert mx < 67 and chi2 < 150, (name, chi2)  # 66 dof: mean 66, sd 11.5
+        # the helper deals: it receives no bits; the server's DReLU bits look uniform
+        bits = np.frombuffer(b''.join(bit_p), dtype=np.uint8)
+        assert (bits.size > 100000) == (who == 'server') and (bits <= 1).all()
+        if bits.size:
+            assert abs(bits.mean() - 0.5) < 0.01, (name, bits.mean())
 
 
 @pytest.mark.parametrize('who', ['server', 'helper'])
 def test_distribution_does_not_depend_on_input(transcripts, who):
     stats = {}
     for name, (x, res) in transcripts.items():
-        ring_p, zp_p = _split(res, who)
+        ring_p, zp_p, bit_p = _split(res, who)
         sizes = [len(r) for _, _, r, _ in res[who]]
-        stats[name] = (sizes, _byte_stats(ring_p + zp_p)[2])
-    (s0, o0), (s1, o1) = stats.values()
+        bits = np.frombuffer(b''.join(bit_p), dtype=np.uint8)
+        stats[name] = (sizes, _byte_stats(ring_p + zp_p)[2], bits.mean() if bits.size else 0)
+    (s0, o0, b0), (s1, o1, b1) = stats.values()
     assert s0 == s1  # same message sizes, same order
-    assert abs(o0 - o1) < 0.01
+    assert abs(o0 - o1) < 0.01 and abs(b0 - b1) < 0.01
 
 
 def test_raw_input_never_on_a_link(transcripts):

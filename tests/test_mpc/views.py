@@ -44,9 +44,11 @@ def keys_fixed_for(role: str, fixed: Dict[str, bytes]) -> Dict[str, bytes]:
 class _Recorder:
     """Wraps a connection's ``recv`` to keep a copy of every received array.
 
-    Z_67 messages cross packed; the protocol's own decoder (``_recv_zp``)
-    hands the decoded digits, in their (elements, columns) shape, back to the
-    recorder, which puts them in the view in place of the packed bytes."""
+    Packed messages cross as bytes; the protocols' own decoders hand what they
+    decoded back to the recorder, which puts it in the view in place of the
+    bytes: Z_67 digits (uint8, (elements, columns)), bits (bool, flat) and
+    words of fewer than 64 bits (bool, (elements, bits): their bits), so every
+    view array is ring elements (int64), Z_67 digits (uint8) or bits (bool)."""
 
     by_session: Dict[Tuple[int, str], '_Recorder'] = {}
 
@@ -64,31 +66,45 @@ class _Recorder:
             self.view.append((self.conn.peer, phase, t.numpy().copy()))
         return t
 
-    def decoded(self, digits: torch.Tensor) -> None:
+    def decoded(self, arr: np.ndarray) -> None:
         if self.last is not None:
             peer, phase, raw = self.view[self.last]
-            assert raw.dtype == np.uint8, 'a Z_67 message must cross as packed bytes'
-            self.view[self.last] = (peer, phase, digits.numpy().copy())
+            assert raw.dtype == np.uint8, 'a packed message must cross as bytes'
+            self.view[self.last] = (peer, phase, arr)
             self.last = None
 
     active = False
 
 
-def _decode_zp_into_views() -> None:
-    """Wrap the protocols' Z_67 receiver once per process (see :class:`_Recorder`)."""
-    from block_relu_plugin.mpc import protocols as P
-    if getattr(P._recv_zp, 'feeds_views', False):
+def _hook(P, name: str, convert) -> None:
+    inner = getattr(P, name)
+    if getattr(inner, 'feeds_views', False):
         return
-    inner = P._recv_zp
 
-    def _recv_zp(sess, peer, rows, cols, what):
-        out = inner(sess, peer, rows, cols, what)
+    def receive(sess, peer, *args):
+        out = inner(sess, peer, *args)
         rec = _Recorder.by_session.get((id(sess), peer))
         if rec is not None:
-            rec.decoded(out)
+            rec.decoded(convert(out, *args))
         return out
-    _recv_zp.feeds_views = True
-    P._recv_zp = _recv_zp
+    receive.feeds_views = True
+    setattr(P, name, receive)
+
+
+def _word_view(values: torch.Tensor, n, bits, what) -> np.ndarray:
+    v = values.numpy().copy()
+    if bits == 64:
+        return v
+    top = (v.view(np.uint64) >> np.uint64(64 - bits))[:, None] >> np.arange(bits, dtype=np.uint64)
+    return (top & np.uint64(1)).astype(bool)
+
+
+def _decode_into_views() -> None:
+    """Wrap the protocols' packed-message receivers once per process (see :class:`_Recorder`)."""
+    from block_relu_plugin.mpc import protocols as P
+    _hook(P, '_recv_zp', lambda out, *a: out.numpy().copy())
+    _hook(P, '_recv_bits', lambda out, *a: out.numpy().astype(bool))
+    _hook(P, '_recv_words', _word_view)
 
 
 def _threads(fns: Dict[str, Callable[[], object]], timeout: float = 120.0) -> Dict[str, object]:
@@ -126,7 +142,7 @@ class Trio:
         self.views: Dict[str, list] = {r: [] for r in ROLES}
         self.sessions = _threads({r: (lambda r=r: Session(r, conns[r], self.meters[r],
                                                           frac_bits)) for r in ROLES})
-        _decode_zp_into_views()
+        _decode_into_views()
         self.recorders = [_Recorder(c, self.views[r], id(self.sessions[r]))
                           for r in ROLES for c in conns[r].values()]
 
@@ -193,6 +209,10 @@ def ring_arrays(view, peer: Optional[str] = None) -> List[np.ndarray]:
 
 def zp_arrays(view, peer: Optional[str] = None) -> List[np.ndarray]:
     return [a for p, _, a in view if a.dtype == np.uint8 and (peer is None or p == peer)]
+
+
+def bit_arrays(view, peer: Optional[str] = None) -> List[np.ndarray]:
+    return [a for p, _, a in view if a.dtype == np.bool_ and (peer is None or p == peer)]
 
 
 def byte_chi2(values: np.ndarray) -> float:

@@ -4,9 +4,10 @@ Each breakage is a small source edit applied to a fresh copy of the working
 tree (the tree itself is never touched); the copy's tests that guard that
 part then run against it. A breakage that no test catches is reported as
 ``MISSED`` and makes the script exit 1. The leaks of issue 9 are here (the
-PrivateCompare masks, the re-randomisation after a product), with the
-core's other guards: the layer, the knapsack, the distortion, the secure
-Block-ReLU's gate, the transport's frame cap.
+PrivateCompare masks, the re-randomisation after a product), those of the
+dealer DReLU of issue 11 (a mask the receiver can derive, dealt bits sent
+in the clear), with the core's other guards: the layer, the knapsack, the
+distortion, the secure Block-ReLU's gate, the transport's frame cap.
 
 Usage: python tools/dev/breakages.py [--only NAME ...] [--list] [-k PYTEST_K]
 """
@@ -64,26 +65,28 @@ BREAKAGES = [
              ("torch.zeros(n, dtype=DTYPE))",
               "x_j, xb = torch.zeros(n, dtype=DTYPE), sess.take(op, 'v')"), MPC_SECURITY),
     Breakage('drelu-x-from-client-key', "DReLU: the helper's X drawn from the client-helper key "
-             'alone (X_1 = 0)', P,
-             ("big_x = sess.stream('ch', op, 0).ring((n,)) + sess.stream('sh', op, 0).ring((n,))",
-              "y_j = a + sess.stream('sh', op, 0).ring((n,))"),
-             ("big_x = sess.stream('ch', op, 0).ring((n,))", 'y_j = a + 0'), MPC_SECURITY),
-    Breakage('drelu-g-mask-is-x0', "DReLU: g masked with the stream that also masks X_0", P,
-             ("g = sess.take(op, 'msbx') ^ _private_compare_result(sess, n, m + 1)\n"
-              "        sess.send('server', g - sess.stream('ch', op, 2).ring((n,)))",
-              "g = sess.stream('ch', op, 2).ring((n,)) if sess.role == 'client' else "
-              "sess.recv('helper')\n    if fuse is None:"),
-             ("g = sess.take(op, 'msbx') ^ _private_compare_result(sess, n, m + 1)\n"
-              "        sess.send('server', g - sess.stream('ch', op, 0).ring((n,)))",
-              "g = sess.stream('ch', op, 0).ring((n,)) if sess.role == 'client' else "
-              "sess.recv('helper')\n    if fuse is None:"),
+             'alone (X_1 = 0): the server opens its share of a to the client', P,
+             ("(sess.stream('sh', op, 0).ring((n,)) << lo)",
+              "y_j = a + (sess.stream(pair, op, 0).ring((n,)) << lo)"),
+             ("(0 << lo)", "y_j = a + (sess.stream(pair, op, 0).ring((n,)) << lo) * (1 - j)"),
              MPC_SECURITY),
-    Breakage('relu-xg-mask-is-x0', 'fused ReLU: X g masked with the stream that also masks X_0',
-             P, ("* g[fuse] - sess.stream('ch', op, 3).ring((nf,))",
-                 "xg = sess.stream('ch', op, 3).ring((nf,)) if sess.role == 'client'"),
-             ("* g[fuse] - sess.stream('ch', op, 0).ring((n,))[fuse]",
-              "xg = sess.stream('ch', op, 0).ring((n,))[fuse] if sess.role == 'client'"),
+    Breakage('drelu-leaves-unmasked', "DReLU: the helper sends the server the one-hot leaves "
+             'of X unmasked', P,
+             "parts = [plan.one_hot(big_x) ^ sess.stream('ch', op, 1).bits(",
+             "parts = [plan.one_hot(big_x) ^ 0 * sess.stream('ch', op, 1).bits(", MPC_SECURITY),
+    Breakage('drelu-tree-mask-from-cs', "DReLU: the client masks its tree openings with the "
+             'client-server key', P,
+             "m = sess.stream(pair, op, 100 + lv).bits(",
+             "m = sess.stream('cs' if j == 0 else pair, op, 100 + lv).bits(", MPC_SECURITY),
+    Breakage('drelu-gate-mask-from-cs', "DReLU: the client masks its share of d (e = d xor r) "
+             'with the client-server key', P,
+             "e = _exchange_bits(sess, d ^ sess.stream(pair, op, 5).bits(",
+             "e = _exchange_bits(sess, d ^ sess.stream('cs' if j == 0 else pair, op, 5).bits(",
              MPC_SECURITY),
+    Breakage('select-a-from-client-key', "gated product: A drawn from the client-helper key "
+             'alone (A_1 = 0): the server opens its share of v', P,
+             "big_a = sess.stream(pair, op, 8).ring((ms,))",
+             "big_a = sess.stream(pair, op, 8).ring((ms,)) * (1 - j)", MPC_SECURITY),
     Breakage('shareconvert-r-per-batch', 'ShareConvert: one mask r for every element', P,
              "r = sess.stream('cs', op, 30).ring((n,))",
              "r = sess.stream('cs', op, 30).ring((1,)).expand(n)", MPC_SECURITY),
@@ -93,6 +96,12 @@ BREAKAGES = [
     Breakage('zp-unpack-unchecked', 'a packed Z_67 word >= 67^10 is decoded, not refused',
              'block_relu_plugin/mpc/ring.py', 'if (acc >= np.uint64(P ** k)).any():',
              'if False:', ('tests/test_mpc/test_packing.py',)),
+    Breakage('bits-unpack-unchecked', 'a packed bit message with padding bits set is accepted',
+             'block_relu_plugin/mpc/bits.py', 'if bits[count:].any():', 'if False:',
+             ('tests/test_mpc/test_packing.py',)),
+    Breakage('drelu-and-constant-dropped', "DReLU tree: the client omits the public term of the "
+             'Beaver AND (E F)', P, 'and_gt ^= big_p & big_q', 'and_gt ^= 0',
+             ('tests/test_mpc/test_protocols.py',)),
     Breakage('secure-gate-sum-ge-0', 'secure Block-ReLU gates on sum >= 0 (plaintext: > 0)',
              P, 'neg = -sums', 'neg = -sums - 1  # 1 - [-sum - 1 >= 0] = [sum >= 0]',
              ('tests/test_mpc/test_protocols.py',)),
