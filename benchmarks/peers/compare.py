@@ -8,8 +8,8 @@ too, so the folding is exercised), same random images, same ring Z_2^64,
 three parties as separate processes on 127.0.0.1 for both:
 
 * ours: ``secure_inference`` (client, server, helper; mutual TLS), exact
-  64-bit DReLU, batch 1 and one batch of ``--ours-batch`` (default 4, see
-  its help); bytes from the parties' meters
+  64-bit DReLU, batch 1 and one batch of ``--ours-batch`` (default 8, as
+  SPU's); bytes from the parties' meters
   (online + offline per image, masked weights once per session), rounds
   from the cost model (online hops on the critical path, per run), time on
   the client's clock (offline + online).
@@ -151,10 +151,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--batch1-images', type=int, default=2, help='images run at batch 1')
     ap.add_argument('--batch8', type=int, default=8, help='images in the batched run')
-    ap.add_argument('--ours-batch', type=int, default=4,
-                    help='our batched run\'s size (default 4: ours holds the offline material '
-                         'of the whole batch, about 1 GB per image at client and server, and '
-                         'batch 8 was killed for memory on a 24 GB machine)')
+    ap.add_argument('--ours-batch', type=int, default=8,
+                    help='our batched run\'s size (default 8; ours holds the offline material '
+                         'of the whole batch at client and server: batch 8 ran on a 24 GB '
+                         'machine, the PrivateCompare version did not)')
     ap.add_argument('--json', default=os.path.join(HERE, 'last_run.json'),
                     help='every figure of both runtimes (default: %(default)s)')
     ap.add_argument('--report', metavar='JSON', help='print the table of a saved run and exit')

@@ -116,7 +116,8 @@ from .transport import Meter, PeerError
 __all__ = [
     'cost', 'ring', 'LocalCluster', 'load_config', 'open_session', 'run_local', 'run_passes',
     'Session', 'Meter', 'PeerError', 'share_input', 'reveal_to_client', 'conv2d', 'linear',
-    'mult', 'drelu', 'relu', 'share_convert', 'compute_msb', 'drelu_securenn', 'block_relu', 'max_pool2d', 'avg_pool2d', 'global_avg_pool',
+    'mult', 'drelu', 'relu', 'share_convert', 'compute_msb', 'drelu_securenn', 'block_relu',
+    'max_pool2d', 'avg_pool2d', 'global_avg_pool',
     'truncate', 'add', 'add_public', 'concat', 'meta', 'encode', 'decode', 'ring_conv2d',
     'ring_linear'
 ]

@@ -120,7 +120,8 @@ def pack_words(x: Tensor, bits: int) -> Tensor:
     if bits < 64:
         v = v & ((1 << bits) - 1)  # >> is arithmetic: drop the sign copies
     v = v.numpy().astype('<i8')
-    return torch.from_numpy(np.ascontiguousarray(v.view(np.uint8).reshape(-1, 8)[:, :w]).reshape(-1))
+    return torch.from_numpy(np.ascontiguousarray(v.view(np.uint8).reshape(-1, 8)[:, :w])
+                            .reshape(-1))
 
 
 def unpack_words(data: Tensor, n: int, bits: int, what: str) -> Tensor:

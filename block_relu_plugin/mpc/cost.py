@@ -151,9 +151,11 @@ class Ours:
                     step='PrivateCompare: vectors')
 
     @staticmethod
-    def compare(n, bits: int = 64, fused: int = 0, selected: int = 0, groups=None) -> Cost:
+    def compare(n, bits: int = 64, fused: int = 0, selected: int = 0, groups=None,
+                arith: bool = False) -> Cost:
         """One DReLU call (:func:`.protocols._drelu`) over n elements, with
-        ``fused`` ReLU products and ``selected`` gated multiplicands; its bit
+        ``fused`` ReLU products and ``selected`` gated multiplicands (and with
+        ``arith`` the n arithmetic DReLU shares, re-randomised too); its bit
         messages pad each of ``groups`` (element counts; default one group)
         to whole bytes, so the bytes are additive over groups (channels).
 
@@ -186,16 +188,17 @@ class Ours:
             c = c + Cost({('offline', H, S): RING * ms}, step='product: dealt [A r]') + \
                 Cost({('offline', C, S): RING * ms, ('online', S, C): RING * ms},
                      step='product: opening v - A')
-        if nf + ms:
-            c = c + Cost({('online', C, S): RING * (nf + ms)}, rounds=1,
-                         step='product: re-randomisation')
+        nr = nf + ms + (n if arith else 0)
+        if nr:
+            c = c + Cost({('online', C, S): RING * nr}, rounds=1, step='product: re-randomisation')
         return c
 
     @classmethod
     def drelu(cls, n, bits: int = 64, group=None) -> Cost:
-        """Arithmetic shares of DReLU: the comparison and the opening of e.
-        ``group``: elements per padding group (a channel's map; None: one)."""
-        return cls.compare(n, bits, groups=uniform_groups(_n(n), group))
+        """Arithmetic shares of DReLU: the comparison, the opening of e and the
+        re-randomisation. ``group``: elements per padding group (a channel's map;
+        None: one)."""
+        return cls.compare(n, bits, groups=uniform_groups(_n(n), group), arith=True)
 
     @classmethod
     def relu(cls, n, bits: int = 64, group=None) -> Cost:

@@ -84,7 +84,7 @@ def share_input(sess: Session, x) -> Tensor:
     if not sess.has_data:
         return meta(shape)
     if sess.role == 'server':
-        return sess.recv('client').reshape(shape)
+        return sess.recv_ring('client', shape)
     r = sess.stream('own', op, 0).ring(shape)
     if not sess.is_offline:
         sess.send('server', (x if x.dtype == DTYPE else encode(x, sess.frac_bits)) - r)
@@ -103,7 +103,7 @@ def reveal_to_client(sess: Session, x: Tensor) -> Optional[Tensor]:
     if sess.role == 'server':
         sess.send('client', x)
         return None
-    return x + sess.recv('server').reshape(x.shape)
+    return x + sess.recv_ring('server', x.shape)
 
 
 # ------------------------------------------------------------------ local ops
@@ -328,7 +328,7 @@ def _linear_layer(sess: Session, x, weight, bias, shift, key, apply, out_shape, 
                 sess.send('client', weight - b, 'session')
                 sess.cache[skey] = torch.empty(0)
             elif sess.role == 'client':
-                sess.cache[skey] = sess.recv('server', 'session').reshape(w_shape)
+                sess.cache[skey] = sess.recv_ring('server', w_shape, 'session')
             else:
                 sess.cache[skey] = sess.session_stream('sh', slot, 0).ring(w_shape)
         if sess.role == 'helper':
@@ -337,7 +337,7 @@ def _linear_layer(sess: Session, x, weight, bias, shift, key, apply, out_shape, 
             sess.send('client', c - sess.stream('sh', op, 1).ring(out_shape))
         elif sess.role == 'client':
             a = sess.stream('ch', op, 0).ring(x_shape)
-            c0 = sess.recv('helper').reshape(out_shape)
+            c0 = sess.recv_ring('helper', out_shape)
             sess.send('server', x - a)  # the client's share is known offline
             # so is its output share
             y = (apply(a, sess.cache[skey]) + c0) >> shift
@@ -345,7 +345,7 @@ def _linear_layer(sess: Session, x, weight, bias, shift, key, apply, out_shape, 
             return y.clone()  # the forward may add to it in place (``out += identity``)
         else:
             sess.put(op, 'c1', sess.stream('sh', op, 1).ring(out_shape))
-            sess.put(op, 'e', sess.recv('client').reshape(x_shape))
+            sess.put(op, 'e', sess.recv_ring('client', x_shape))
         return meta(out_shape)
     if sess.role == 'helper':
         return meta(out_shape)
@@ -417,13 +417,13 @@ def _beaver(sess: Session, op: int, x, y) -> Tensor:
         return meta(xs)
     if sess.role == 'server' and sess.is_offline:
         sess.put(op, 'c', sess.stream('sh', op, 12).ring(xs))
-        sess.put(op, 'e0', sess.recv('client').reshape(xs))
+        sess.put(op, 'e0', sess.recv_ring('client', xs))
         return meta(xs)
     pair = 'ch' if sess.role == 'client' else 'sh'
     a = sess.stream(pair, op, 10).ring(xs)
     if sess.role == 'client':
         if sess.is_offline:
-            sess.put(op, 'c', sess.recv('helper').reshape(xs))
+            sess.put(op, 'c', sess.recv_ring('helper', xs))
             sess.send('server', x - a)
             return _rerandomise(sess, op, xs)
         e0 = x - a
@@ -432,12 +432,12 @@ def _beaver(sess: Session, op: int, x, y) -> Tensor:
     b, c = sess.stream(pair, op, 11).ring(xs), sess.take(op, 'c')
     if sess.role == 'client':
         sess.send('server', y - b)
-        ef = sess.recv('server')
+        ef = sess.recv_ring('server', (2 * nx,))
         e, f = e0 + ef[:nx].reshape(xs), y - b + ef[nx:].reshape(xs)
         return _rerandomise(sess, op, xs, e * b + a * f + c)
     e1 = x - a
     sess.send('client', torch.cat([e1.reshape(-1), (y - b).reshape(-1)]))
-    e, f = e0 + e1, y - b + sess.recv('client').reshape(xs)
+    e, f = e0 + e1, y - b + sess.recv_ring('client', xs)
     return _rerandomise(sess, op, xs, e * f + e * b + a * f + c)
 
 
@@ -452,7 +452,7 @@ def _rerandomise(sess: Session, op: int, shape, z: Optional[Tensor] = None) -> T
             sess.send('server', z - r)
         return r
     if sess.role == 'server' and not sess.is_offline:
-        return z + sess.recv('client').reshape(shape)
+        return z + sess.recv_ring('client', shape)
     return meta(shape)
 
 
@@ -587,7 +587,8 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
     is then opened masked by a dealt bit r: e = d xor r (public to client and
     server, uniform to each), and with [r] dealt in Z_{2^64}:
 
-    * ``arith``: [DReLU] = e + (1 - 2e)[r];
+    * ``arith``: [DReLU] = e + (1 - 2e)[r], re-randomised like the products
+      (so its client share is known offline and it composes like any share);
     * ``fuse`` (bool, one per element; bits=64, shift=0): ReLU(a) = a DReLU
       = e a + (1 - 2e)(y [r] - [X r]), [X r] dealt;
     * ``select = (v, idx)``: ``v g[idx]`` for the multiplicands v (flat) and
@@ -602,6 +603,8 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
     products (flat) or None)``.
     """
     plan = ComparePlan(bits)
+    if bits + shift > 64:  # each party truncates its own share: a wrap cancels only up to here
+        raise ValueError(f'bits + shift must be <= 64, got {bits} + {shift}')
     op = sess.next_op()
     shape = _shape(x)
     n = int(np.prod(shape, dtype=np.int64))
@@ -618,6 +621,8 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
         sel_v, sel_idx = select[0], select[1].reshape(-1)
         flip = len(select) > 2 and bool(select[2])
     ms = 0 if select is None else sel_idx.numel()
+    nd = n if arith else 0           # arithmetic DReLU shares, re-randomised with the products
+    want = (arith, fuse is not None, select is not None)
     dealt = plan.leaf_bits + 1 + plan.triple_bits   # per element: leaves, MSB(X), ANDs
     if sess.is_offline:
         if sess.role == 'helper':
@@ -643,22 +648,22 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
                 big_a = sess.stream('ch', op, 8).ring((ms,)) + sess.stream('sh', op, 8).ring((ms,))
                 ring.append(big_a * r[sel_idx] - sess.stream('ch', op, 9).ring((ms,)))
             sess.send('server', torch.cat(ring))
-            return _outputs(arith, shape, nf, ms)
+            return _outputs(shape, nd, nf, ms, want)
         if sess.role == 'server':
             sess.put(op, 'bits', _recv_bits(sess, 'helper', groups, n, dealt, 'DReLU dealt bits'))
-            sess.put(op, 'ring', sess.recv('helper').reshape(n + nf + ms))
+            sess.put(op, 'ring', sess.recv_ring('helper', (n + nf + ms,)))
             sess.put(op, 'y0', _recv_words(sess, 'client', n, bits, 'DReLU opening of y'))
             if ms:
-                sess.put(op, 'e0', sess.recv('client').reshape(ms))
-            return _outputs(arith, shape, nf, ms)
+                sess.put(op, 'e0', sess.recv_ring('client', (ms,)))
+            return _outputs(shape, nd, nf, ms, want)
         a = _pre_shift(x.reshape(-1), bits, shift)
         sess.send('server', pack_words(a + (sess.stream('ch', op, 0).ring((n,)) << lo), bits))
         if ms:
             sess.send('server', sel_v.reshape(-1) - sess.stream('ch', op, 8).ring((ms,)))
-        return _outputs(arith, shape, nf, ms, _rerandomise(sess, op, (nf + ms,))
-                        if nf + ms else None)
+        return _outputs(shape, nd, nf, ms, want,
+                        _rerandomise(sess, op, (nd + nf + ms,)) if nd + nf + ms else None)
     if sess.role == 'helper':
-        return _outputs(arith, shape, nf, ms)
+        return _outputs(shape, nd, nf, ms, want)
     a = _pre_shift(x.reshape(-1), bits, shift)
     y_j = a + (sess.stream(pair, op, 0).ring((n,)) << lo)
     if ms:
@@ -678,7 +683,7 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
     else:
         y = y_j + _recv_words(sess, 'server', n, bits, 'DReLU opening of y')
         if ms:
-            big_e = v - big_a + sess.recv('server').reshape(ms)
+            big_e = v - big_a + sess.recv_ring('server', (ms,))
         leaf = sess.stream('ch', op, 1).bits((n, plan.leaf_bits), torch.uint8)
         msbx = sess.stream('ch', op, 2).bits((n, 1), torch.uint8)
         triples = [sess.stream('ch', op, 200 + lv).bits((n, p + e), torch.uint8)
@@ -711,28 +716,25 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
     # open d masked by the dealt bit r: e = d xor r is uniform to each party
     e = _exchange_bits(sess, (d ^ sess.stream(pair, op, 5).bits((n,), torch.uint8))[:, None],
                        groups, 'DReLU masked bit')[:, 0].to(DTYPE)
-    out_d = ((1 - j) * e + (1 - 2 * e) * r_a).reshape(shape) if arith else None
-    z = []
+    z = [(1 - j) * e + (1 - 2 * e) * r_a] if arith else []
     if nf:
         ef = e[fidx]
         z.append(ef * a[fidx] + (1 - 2 * ef) * (y[fidx] * r_a[fidx] - xr))
     if ms:
         g = e[sel_idx] ^ 1 if flip else e[sel_idx]
         z.append(g * v + (1 - 2 * g) * (big_e * r_a[sel_idx] + ar))
-    if not z:
-        return out_d, None, None
-    return _outputs(arith, shape, nf, ms, _rerandomise(sess, op, (nf + ms,), torch.cat(z)),
-                    out_d)
+    return _outputs(shape, nd, nf, ms, want,
+                    _rerandomise(sess, op, (nd + nf + ms,), torch.cat(z)) if z else None)
 
 
-def _outputs(arith: bool, shape, nf: int, ms: int, prod: Optional[Tensor] = None,
-             d: Optional[Tensor] = None):
-    """``_drelu``'s return triple; shape-only parts where the party holds no data."""
-    if d is None and arith:
-        d = meta(shape)
-    if prod is None:
-        prod = meta((nf + ms,))
-    return (d, prod[:nf] if nf else None, prod[nf:] if ms else None)
+def _outputs(shape, nd: int, nf: int, ms: int, want, out: Optional[Tensor] = None):
+    """``_drelu``'s return triple (DReLU shares in ``shape``, fused, selected; None
+    where ``want`` says not asked) from the re-randomised concatenation ``out``;
+    shape-only where the party holds no data."""
+    if out is None:
+        out = meta((nd + nf + ms,))
+    return (out[:nd].reshape(shape) if want[0] else None, out[nd:nd + nf] if want[1] else None,
+            out[nd + nf:] if want[2] else None)
 
 
 def _share_odd(sess: Session, value: Tensor, stream) -> None:
@@ -765,7 +767,7 @@ def share_convert(sess: Session, a) -> Tensor:
             sess.put(op, 'pc', _pc_masks(sess, op, n, 65))
         return meta(shape)
     if sess.role == 'helper':
-        at0, at1 = sess.recv('client'), sess.recv('server')
+        at0, at1 = sess.recv_ring('client', (n,)), sess.recv_ring('server', (n,))
         x = at0 + at1
         _send_bit_shares(sess, x, 63, 0, sess.stream('ch', op, 1))
         _share_odd(sess, wrap(at0, at1), sess.stream('ch', op, 2))
@@ -784,10 +786,11 @@ def share_convert(sess: Session, a) -> Tensor:
         delta = odd_reduce(sess.stream('ch', op, 2).ring((n,)))
     else:
         xb = _recv_zp(sess, 'helper', n, 64, 'ShareConvert bit shares')
-        delta = sess.recv('helper')
+        delta = sess.recv_ring('helper', (n,))
     eta2 = sess.stream('cs', op, 20).bits((n,))
     _private_compare(sess, op, xb, bits_msb_first(r - 1, 63, 0), eta2, sess.take(op, 'pc'))
-    eta_p = odd_reduce(sess.stream('ch', op, 3).ring((n,))) if j == 0 else sess.recv('helper')
+    eta_p = odd_reduce(sess.stream('ch', op, 3).ring((n,))) if j == 0 else \
+        sess.recv_ring('helper', (n,))
     # eta = [x < r] = 1 - (eta' xor eta''): eta' where eta'' = 1, else j - eta'
     eta = torch.where(eta2 == 1, eta_p, odd_sub(torch.full_like(eta_p, j), eta_p))
     theta = odd_sub(odd_add(ult(at, a_j).to(DTYPE), delta), eta)
@@ -834,10 +837,11 @@ def compute_msb(sess: Session, a) -> Tensor:
     a_j = a.reshape(-1)
     r_j = odd_add(odd_add(a_j, a_j), x_j)
     sess.send(_other(sess), r_j)
-    r = odd_add(r_j, sess.recv(_other(sess)))
+    r = odd_add(r_j, sess.recv_ring(_other(sess), (n,)))
     beta = sess.stream('cs', op, 20).bits((n,))
     _private_compare(sess, op, xb, bits_msb_first(r, 63, 0), beta, sess.take(op, 'pc'))
-    g = sess.stream('ch', op, 2).ring((n,)) if sess.role == 'client' else sess.recv('helper')
+    g = sess.stream('ch', op, 2).ring((n,)) if sess.role == 'client' else \
+        sess.recv_ring('helper', (n,))
     return _xor_public(sess, g, beta ^ (r & 1)).reshape(shape)
 
 
@@ -858,6 +862,8 @@ def relu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     """
     shape = _shape(x)
     n = int(np.prod(shape, dtype=np.int64))
+    if n == 0:
+        return x if isinstance(x, Tensor) else meta(shape)
     groups = uniform_groups(n, channel_group(shape))
     if bits == 64 and not shift:
         return _drelu(sess, x, 64, 0, fuse=torch.ones(n, dtype=torch.bool),
@@ -889,14 +895,21 @@ def block_relu(sess: Session, x, block_sizes, bits: int = 64, shift: int = 0) ->
     plan = _Plan(sizes, H, W, torch.device('cpu'))
     n_p = plan.n_slots - 2
     index = plan.index
-    if n_p == 0:
+    per_channel = num_drelus(sizes, H, W)
+    if (bits < 64 or shift) and n_p:
+        active = (sizes[:, 0] > 0) & (sizes[:, 1] > 0)
+        pixels = int((np.minimum(sizes[active, 0], H) * np.minimum(sizes[active, 1], W)).max())
+        if bits + shift + int(np.floor(np.log2(pixels))) > 64:
+            raise ValueError(f'bits + shift + log2(patch pixels) must be <= 64 (each party '
+                             f'truncates its own share), got bits={bits}, shift={shift}, '
+                             f'{pixels} pixels')
+    if N == 0 or n_p == 0:
         if not sess.has_data:
             return x if isinstance(x, Tensor) else meta((N, C, H, W))
         keep = (index != n_p + 1).reshape(1, C, H, W).to(DTYPE)
         return x * keep
     act = torch.nonzero(index < n_p).reshape(-1)
     idx = index[act]
-    per_channel = num_drelus(sizes, H, W)
     groups = np.tile(per_channel[per_channel > 0], N)       # bit messages pad per channel
     # At 64 bits the patches of (1, 1) channels fuse the product into the DReLU
     # (as relu does): the compared value is -x and x [x > 0] = x + ReLU(-x).

@@ -148,6 +148,17 @@ class Session:
     def recv(self, peer: str, phase: Optional[str] = None) -> Tensor:
         return self.conns[peer].recv(phase or self.phase)
 
+    def recv_ring(self, peer: str, shape, phase: Optional[str] = None) -> Tensor:
+        """Receive ring elements of ``shape``: anything but int64 of that many
+        elements raises, naming the peer (a malformed message never becomes shares)."""
+        t = self.recv(peer, phase)
+        shape = tuple(int(v) for v in shape)
+        n = int(np.prod(shape, dtype=np.int64))
+        if t.dtype != torch.int64 or t.numel() != n:
+            raise ValueError(f'{self.role}: expected {n} ring elements (int64) from {peer}, got '
+                             f'{t.dtype} of shape {tuple(t.shape)}')
+        return t.reshape(shape)
+
     # --------------------------------------------------------------- closing
     def abort(self, message: str) -> None:
         """Tell both peers this party failed, then close."""

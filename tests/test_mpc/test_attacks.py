@@ -262,3 +262,33 @@ def test_client_cannot_check_a_weight_hypothesis(trio):
     lhs = torch.from_numpy(c0[0] - c0[1]).reshape(1, 4, 6, 6)
     rhs = ring_conv2d(a[0] - a[1], w - torch.from_numpy(f).reshape(w.shape), padding=1)
     assert (lhs == rhs).float().mean() < 0.01, 'the client can verify the weights'
+
+
+@pytest.mark.parametrize('who', ['server', 'client'])
+@pytest.mark.parametrize('leak', [None, 'one tree mask for every level'])
+def test_openings_are_jointly_uniform(trio, monkeypatch, who, leak):
+    """What a party opens at different tree levels (and e) is masked independently:
+    the XOR of any two of its openings over their common prefix is uniform. With one
+    mask stream for every level (a reviewer's hypothetical: each opening alone stays
+    uniform and results stay right) the XOR of two levels is that of their plaintexts,
+    whose EQ bits are mostly 0."""
+    if leak:
+        real = P.Session.stream
+
+        def stream(self, pair, op, tag):
+            return real(self, pair, op, 100 if 100 <= tag < 200 else tag)
+        monkeypatch.setattr(P.Session, 'stream', stream)
+    seen = _openings(monkeypatch)
+    n = 1024
+    x = torch.randint(-2**40, 2**40, (n,), generator=torch.Generator().manual_seed(6))
+    out = trio.run(lambda s, x: V.output_share(s, V.passes(s, lambda s, x: P.drelu(
+        s, V.share(s, x)), x)), V.fresh_keys(), {r: (x,) for r in V.ROLES})
+    assert torch.equal(torch.from_numpy(out['client'][1] + out['server'][1]), (x >= 0).long())
+    flat = [o.reshape(-1) for o in seen[who]]
+    z = []
+    for i in range(len(flat)):
+        for j in range(i + 1, len(flat)):
+            m = min(len(flat[i]), len(flat[j]))
+            mean = (flat[i][:m] ^ flat[j][:m]).mean()
+            z.append(abs(mean - 0.5) / (0.5 / np.sqrt(m)))
+    assert (max(z) > 8) == bool(leak) and (max(z) < 5 or leak), max(z)

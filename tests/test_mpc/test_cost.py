@@ -60,21 +60,23 @@ def test_ours_per_element():
     levels of (pairs, with EQ) (10, 10), (5, 5), (3, 2), (1, 1), (1, 0): 38 AND
     corrections and 58 opened bits per party; 16 bits: 5 digits (40 bits),
     levels (2, 2), (1, 1), (1, 0): 7 corrections, 11 opened bits."""
-    d = ours.drelu(8, 64)  # offline: dealt bits (168 + 1 + 38) x 8 / 8, [r] 8 x 8, y_0 8 x 8
-    assert (d.offline, d.online, d.rounds) == (207 + 64 + 64, 64 + 2 * 58 + 2, 7)
-    r = ours.relu(8, 64)   # fused: also [X r] offline and the re-randomisation online
-    assert (r.offline, r.online, r.rounds) == (d.offline + 64, d.online + 64, 8)
+    # offline: dealt bits (168 + 1 + 38) x 8 / 8, [r] 8 x 8, y_0 8 x 8; online: y_1, the
+    # tree, e and the re-randomisation of the arithmetic shares
+    d = ours.drelu(8, 64)
+    assert (d.offline, d.online, d.rounds) == (207 + 64 + 64, 64 + 2 * 58 + 2 + 64, 8)
+    r = ours.relu(8, 64)   # fused: [X r] offline instead of nothing; the same re-randomisation
+    assert (r.offline, r.online, r.rounds) == (d.offline + 64, d.online, 8)
     assert r.total() / 8 == 80.625  # was 187 with PrivateCompare
     d16 = ours.drelu(8, 16)  # y crosses as 16-bit words
-    assert (d16.offline, d16.online, d16.rounds) == (48 + 64 + 16, 16 + 2 * 11 + 2, 5)
+    assert (d16.offline, d16.online, d16.rounds) == (48 + 64 + 16, 16 + 2 * 11 + 2 + 64, 6)
     r16 = ours.relu(8, 16)   # below 64 bits x is a selected multiplicand: [A r], v - A both ways
-    assert (r16.offline, r16.online, r16.rounds) == (d16.offline + 128, d16.online + 128, 6)
+    assert (r16.offline, r16.online, r16.rounds) == (d16.offline + 128, d16.online + 64, 6)
     m = ours.mult(1)
     assert (m.offline, m.online, m.rounds) == (16, 32, 2)
     for f, args in [(ours.drelu, (64,)), (ours.relu, (64,)), (ours.relu, (16,))]:
         assert f(8000, *args) == f(8, *args) * 1000  # linear in whole bytes of bits
-    assert ours.drelu(1).total() == 8 + 8 + 8 + 2 * sum(  # ceil per message
-        (b + 7) // 8 for b in (30, 15, 8, 3, 2)) + 2 + 26  # ring [r], y, y; dealt bits 207
+    assert ours.drelu(1).total() == 8 + 8 + 8 + 8 + 2 * sum(  # ceil per message
+        (b + 7) // 8 for b in (30, 15, 8, 3, 2)) + 2 + 26  # ring [r], y, y, R; dealt 207 bits
     # one 8 x 8 channel of 4 x 4 patches: 4 DReLUs gating 64 activations
     assert ours.block_relu([[4, 4]], 1, 8, 8, 16) == ours.compare(4, 16, selected=64)
     # at 64 bits a (1, 1) channel is a fused ReLU, below it a selected multiplicand
@@ -82,8 +84,8 @@ def test_ours_per_element():
     assert ours.block_relu(mixed, 2, 8, 8) == ours.compare(
         2 * (64 + 4), 64, fused=2 * 64, selected=2 * 64, groups=[64, 4, 64, 4])
     # bit messages pad per channel: the 4 patches of a channel take 4 x 207 / 8 -> 104 B
-    assert ours.block_relu([[4, 4]] * 3, 1, 8, 8).steps[(
-        'DReLU: dealt bits (leaves, MSB(X), AND triples)', 'offline', 'helper', 'server')] == 3 * 104
+    dealt = ('DReLU: dealt bits (leaves, MSB(X), AND triples)', 'offline', 'helper', 'server')
+    assert ours.block_relu([[4, 4]] * 3, 1, 8, 8).steps[dealt] == 3 * 104
     assert ours.block_relu([[1, 1]] * 3, 2, 8, 8) == ours.relu(2 * 3 * 64)
     assert ours.block_relu([[1, 1]] * 3, 2, 8, 8, 16) == ours.relu(2 * 3 * 64, 16)
     sc, cm = ours.share_convert(1), ours.compute_msb(1)

@@ -119,7 +119,8 @@ def test_bits_round_trip_and_size(groups, k):
     b = torch.randint(0, 2, (n, k), dtype=torch.uint8, generator=g)
     packed = pack_rows(b, groups)
     expect = sum(-(-c * k // 8) for c in (groups or [n]))   # each group rounded up to bytes
-    assert packed.dtype == torch.uint8 and packed.numel() == message_bytes(groups or [n], k) == expect
+    assert packed.dtype == torch.uint8
+    assert packed.numel() == message_bytes(groups or [n], k) == expect
     assert torch.equal(unpack_rows(packed, groups, n, k, 'm'), b)
 
 
@@ -140,7 +141,8 @@ def test_malformed_bits_raise_naming_the_message():
 @pytest.mark.parametrize('bits', [2, 15, 16, 17, 32, 63, 64])
 def test_words_round_trip_and_size(bits):
     lo = 64 - bits
-    x = (torch.randint(-2**62, 2**62, (50,), generator=torch.Generator().manual_seed(bits)) >> lo) << lo
+    g = torch.Generator().manual_seed(bits)
+    x = (torch.randint(-2**62, 2**62, (50,), generator=g) >> lo) << lo
     x[:3] = torch.tensor([0, -1 << lo, (1 << 63) - (1 << lo) if bits < 64 else 2**63 - 1])
     packed = pack_words(x, bits)
     assert packed.dtype == torch.uint8 and packed.numel() == 50 * -(-bits // 8)

@@ -317,6 +317,29 @@ def test_helper_private_compare_outputs(helper_views):
                 assert stat < V.chi2_limit(dof), (name, inp, 'nonzero sums vs first input')
 
 
+@pytest.mark.parametrize('who', ['server', 'client'])
+def test_bit_messages_are_jointly_uniform(request, who):
+    """Any two bit messages a party receives, XORed over their common prefix, are
+    uniform: a mask reused for two openings (across tree levels, say, whose
+    messages differ in length, so no equal-length XOR sees it) would leave the
+    XOR of their plaintexts, which is not."""
+    for name, by_input in _views(request, who).items():
+        for inp, runs in by_input.items():
+            ones, total = {}, {}
+            for v, _ in runs:
+                bits = [a.reshape(-1) for a in V.bit_arrays(v)]
+                for i, j in itertools.combinations(range(len(bits)), 2):
+                    n = min(len(bits[i]), len(bits[j]))
+                    ones[i, j] = ones.get((i, j), 0) + int((bits[i][:n] ^ bits[j][:n]).sum())
+                    total[i, j] = total.get((i, j), 0) + n
+            for k, n in total.items():
+                if n:
+                    dev = abs(ones[k] / n - 0.5)
+                    assert dev < 5 * 0.5 / np.sqrt(n) + 1e-3, \
+                        f'{name}/{inp}: {who}\'s bit messages {k} XOR to a mean of ' \
+                        f'{ones[k] / n:.3f} over {n} bits: a shared mask'
+
+
 def _ring_values_of(view, out) -> list:
     """Every ring element the party holds from a trial: received arrays and its
     output shares (of both runs), flattened."""

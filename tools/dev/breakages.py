@@ -80,8 +80,14 @@ BREAKAGES = [
              "m = sess.stream('cs' if j == 0 else pair, op, 100 + lv).bits(", MPC_SECURITY),
     Breakage('drelu-gate-mask-from-cs', "DReLU: the client masks its share of d (e = d xor r) "
              'with the client-server key', P,
-             "e = _exchange_bits(sess, d ^ sess.stream(pair, op, 5).bits(",
-             "e = _exchange_bits(sess, d ^ sess.stream('cs' if j == 0 else pair, op, 5).bits(",
+             "e = _exchange_bits(sess, (d ^ sess.stream(pair, op, 5).bits(",
+             "e = _exchange_bits(sess, (d ^ sess.stream('cs' if j == 0 else pair, op, 5).bits(",
+             MPC_SECURITY),
+    Breakage('drelu-tree-mask-reused-across-levels', 'DReLU: every tree level masks its '
+             'openings with the same stream (found by a fresh review: each opening alone '
+             'stays uniform)', P,
+             ("(sess.stream(k, op, 100 + lv).bits(", "m = sess.stream(pair, op, 100 + lv).bits("),
+             ("(sess.stream(k, op, 100).bits(", "m = sess.stream(pair, op, 100).bits("),
              MPC_SECURITY),
     Breakage('select-a-from-client-key', "gated product: A drawn from the client-helper key "
              'alone (A_1 = 0): the server opens its share of v', P,
@@ -97,7 +103,7 @@ BREAKAGES = [
              'block_relu_plugin/mpc/ring.py', 'if (acc >= np.uint64(P ** k)).any():',
              'if False:', ('tests/test_mpc/test_packing.py',)),
     Breakage('bits-unpack-unchecked', 'a packed bit message with padding bits set is accepted',
-             'block_relu_plugin/mpc/bits.py', 'if bits[count:].any():', 'if False:',
+             'block_relu_plugin/mpc/bits.py', 'if bits[n * k:].any():', 'if False:',
              ('tests/test_mpc/test_packing.py',)),
     Breakage('drelu-and-constant-dropped', "DReLU tree: the client omits the public term of the "
              'Beaver AND (E F)', P, 'and_gt ^= big_p & big_q', 'and_gt ^= 0',
