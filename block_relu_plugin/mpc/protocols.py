@@ -632,13 +632,13 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
                                                                       torch.uint8),
                      msb(big_x).to(torch.uint8).reshape(n, 1)
                      ^ sess.stream('ch', op, 2).bits((n, 1), torch.uint8)]
-            for lv, (p, e) in enumerate(plan.levels):
-                m0, m1 = (sess.stream(k, op, 100 + lv).bits((n, 2 * p + e), torch.uint8)
+            for lv, (p, q) in enumerate(plan.levels):  # p merges, q of them with EQ
+                m0, m1 = (sess.stream(k, op, 100 + lv).bits((n, 2 * p + q), torch.uint8)
                           for k in ('ch', 'sh'))
                 m = m0 ^ m1
                 a = m[:, :p]
-                c = torch.cat([a & m[:, p:2 * p], a[:, :e] & m[:, 2 * p:]], 1)
-                parts.append(c ^ sess.stream('ch', op, 200 + lv).bits((n, p + e), torch.uint8))
+                c = torch.cat([a & m[:, p:2 * p], a[:, :q] & m[:, 2 * p:]], 1)
+                parts.append(c ^ sess.stream('ch', op, 200 + lv).bits((n, p + q), torch.uint8))
             sess.send('server', pack_rows(torch.cat(parts, 1), groups))
             r = sess.stream('ch', op, 5).bits((n,)) ^ sess.stream('sh', op, 5).bits((n,))
             ring = [r - sess.stream('ch', op, 6).ring((n,))]
@@ -677,7 +677,7 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
         if ms:
             big_e = v - big_a + sess.take(op, 'e0')
         leaf, msbx, *triples = torch.split(sess.take(op, 'bits'), [plan.leaf_bits, 1] + [
-            p + e for p, e in plan.levels], 1)
+            p + q for p, q in plan.levels], 1)
         ring = sess.take(op, 'ring')
         r_a, xr, ar = ring[:n], ring[n:n + nf], ring[n + nf:]
     else:
@@ -686,28 +686,28 @@ def _drelu(sess: Session, x, bits: int, shift: int, arith: bool = False,
             big_e = v - big_a + sess.recv_ring('server', (ms,))
         leaf = sess.stream('ch', op, 1).bits((n, plan.leaf_bits), torch.uint8)
         msbx = sess.stream('ch', op, 2).bits((n, 1), torch.uint8)
-        triples = [sess.stream('ch', op, 200 + lv).bits((n, p + e), torch.uint8)
-                   for lv, (p, e) in enumerate(plan.levels)]
+        triples = [sess.stream('ch', op, 200 + lv).bits((n, p + q), torch.uint8)
+                   for lv, (p, q) in enumerate(plan.levels)]
         r_a = sess.stream('ch', op, 6).ring((n,))
         xr = sess.stream('ch', op, 7).ring((nf,)) if nf else None
         ar = sess.stream('ch', op, 9).ring((ms,)) if ms else None
     gt, eq = plan.leaves(leaf, y)
-    for lv, (p, e) in enumerate(plan.levels):
-        m = sess.stream(pair, op, 100 + lv).bits((n, 2 * p + e), torch.uint8)
+    for lv, (p, q) in enumerate(plan.levels):  # p merges, q of them with EQ (one round)
+        m = sess.stream(pair, op, 100 + lv).bits((n, 2 * p + q), torch.uint8)
         am, bm, bm2 = m[:, :p], m[:, p:2 * p], m[:, 2 * p:]
         hi_gt, hi_eq = gt[:, 0:2 * p:2], eq[:, 0:2 * p:2]
-        lo_gt, lo_eq = gt[:, 1:2 * p:2], eq[:, 1:2 * p:2][:, :e]
+        lo_gt, lo_eq = gt[:, 1:2 * p:2], eq[:, 1:2 * p:2][:, :q]
         o = _exchange_bits(sess, torch.cat([hi_eq ^ am, lo_gt ^ bm, lo_eq ^ bm2], 1), groups,
                            'DReLU comparison opening')
         big_p, big_q, big_q2 = o[:, :p], o[:, p:2 * p], o[:, 2 * p:]
         c = triples[lv]
         and_gt = (big_p & bm) ^ (big_q & am) ^ c[:, :p]
-        and_eq = (big_p[:, :e] & bm2) ^ (big_q2 & am[:, :e]) ^ c[:, p:]
+        and_eq = (big_p[:, :q] & bm2) ^ (big_q2 & am[:, :q]) ^ c[:, p:]
         if j == 0:
             and_gt ^= big_p & big_q
-            and_eq ^= big_p[:, :e] & big_q2
+            and_eq ^= big_p[:, :q] & big_q2
         new_eq = torch.zeros_like(and_gt)
-        new_eq[:, :e] = and_eq
+        new_eq[:, :q] = and_eq
         gt = torch.cat([hi_gt ^ and_gt, gt[:, 2 * p:]], 1)
         eq = torch.cat([new_eq, eq[:, 2 * p:]], 1)
     d = gt[:, 0] ^ msbx[:, 0]
