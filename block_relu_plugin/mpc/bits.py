@@ -3,9 +3,9 @@
 Bits cross packed, eight to a byte (``np.packbits`` order: the first bit is
 the high bit of the first byte), an element's ``k`` bits after the previous
 element's, and each group of elements (a channel) padded to whole bytes, so
-a message's bytes are additive over channels (:func:`message_bytes`). Ring values whose low
-bits are known to be zero cross as their top ``bits`` bits in
-``ceil(bits / 8)`` little-endian bytes each. A receiver accepts only the
+a message's bytes are additive over channels (:func:`message_bytes`). Ring
+values whose low bits are known to be zero cross as their top ``bits`` bits
+in ``ceil(bits / 8)`` little-endian bytes each. A receiver accepts only the
 canonical encoding of the size it expects (its own plan, never the sender's
 claim) and names the message and the peer otherwise.
 
@@ -14,9 +14,9 @@ and a public y over compared bits 62 .. 64 - ``bits``: 3-bit digits, MSB
 first (the last one narrower when the count is not a multiple of 3), each a
 one-hot vector of 2^w bits; then a tree that merges neighbouring (GT, EQ)
 pairs, one round per level. The widths are the byte optimum: per element,
-one-hot leaves cost 2^w / w bits per compared bit and each merge costs 3 + 2
-opened and dealt bits, so w = 3 (about 41 B at 63 bits) beats w = 2 (47 B)
-and w = 4 (46 B).
+one-hot leaves cost 2^w / w bits per compared bit and each merge about 8
+(3 opened each way, 2 dealt), so w = 3 (about 41 B at 63 bits) beats w = 2
+(47 B) and w = 4 (46 B).
 """
 from typing import List, Optional, Tuple
 
@@ -25,11 +25,6 @@ import torch
 from torch import Tensor
 
 DIGIT = 3  # bits per leaf digit (see the module doc)
-
-
-def packed_bytes(count: int) -> int:
-    """Bytes of a message of ``count`` packed bits."""
-    return (int(count) + 7) // 8
 
 
 def channel_group(shape) -> Optional[int]:

@@ -102,8 +102,9 @@ class Ours:
 
     Every part is tagged with the protocol step that sends it (``Cost.steps``),
     which is the per-protocol profile of :meth:`.costmodel.CostReport.format_steps`.
-    Bit messages are packed whole (``ceil(bits / 8)`` bytes per message,
-    :mod:`.bits`); SecureNN's Z_67 messages a fixed-size record per element
+    Bit messages are packed with each channel's run padded to whole bytes
+    (:func:`.bits.message_bytes`), so costs stay additive over channels;
+    SecureNN's Z_67 messages take a fixed-size record per element
     (:func:`.ring.zp_packed_bytes`, 49 B for 64 columns).
     """
 
