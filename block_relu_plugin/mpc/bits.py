@@ -39,6 +39,11 @@ def uniform_groups(n: int, group: Optional[int]):
     return None if group is None else np.full(int(n) // int(group), int(group), np.int64)
 
 
+def channel_groups(shape):
+    """The padding groups of a whole tensor of ``shape``: one per channel map."""
+    return uniform_groups(np.prod(shape, dtype=np.int64), channel_group(shape))
+
+
 def _groups(groups, n: int) -> np.ndarray:
     g = np.array([n] if groups is None else groups, dtype=np.int64).reshape(-1)
     if (g < 0).any() or int(g.sum()) != n:

@@ -34,8 +34,7 @@ import torch
 from torch import Tensor
 
 from ..layers.block_relu import _Plan, check_block_sizes, num_drelus
-from .bits import (ComparePlan, channel_group, pack_rows, pack_words, uniform_groups, unpack_rows,
-                   unpack_words)
+from .bits import ComparePlan, channel_groups, pack_rows, pack_words, unpack_rows, unpack_words
 from .prf import P
 from .ring import (DTYPE, _im2col, _pair, bits_msb_first, conv_out_shape, encode, msb,
                    odd_add, odd_reduce, odd_sub, pack_zp, ring_conv2d, ring_linear, ult,
@@ -536,9 +535,7 @@ def _pre_shift(a: Tensor, bits: int, shift: int) -> Tensor:
 
 def drelu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     """Shares of DReLU(x) = [x >= 0] (int64 0/1), exact at bits=64 (see :func:`_drelu`)."""
-    shape = _shape(x)
-    return _drelu(sess, x, bits, shift, arith=True,
-                  groups=uniform_groups(np.prod(shape, dtype=np.int64), channel_group(shape)))[0]
+    return _drelu(sess, x, bits, shift, arith=True, groups=channel_groups(_shape(x)))[0]
 
 
 def _recv_bits(sess: Session, peer: str, groups, n: int, k: int, what: str) -> Tensor:
@@ -864,7 +861,7 @@ def relu(sess: Session, x, bits: int = 64, shift: int = 0) -> Tensor:
     n = int(np.prod(shape, dtype=np.int64))
     if n == 0:
         return x if isinstance(x, Tensor) else meta(shape)
-    groups = uniform_groups(n, channel_group(shape))
+    groups = channel_groups(shape)
     if bits == 64 and not shift:
         return _drelu(sess, x, 64, 0, fuse=torch.ones(n, dtype=torch.bool),
                       groups=groups)[1].reshape(shape)

@@ -46,7 +46,7 @@ class _Recorder:
 
     Packed messages cross as bytes; the protocols' own decoders hand what they
     decoded back to the recorder, which puts it in the view in place of the
-    bytes: Z_67 digits (uint8, (elements, columns)), bits (bool, flat) and
+    bytes: Z_67 digits (uint8, (elements, columns)), bits (bool, (elements, bits)) and
     words of fewer than 64 bits (bool, (elements, bits): their bits), so every
     view array is ring elements (int64), Z_67 digits (uint8) or bits (bool)."""
 
